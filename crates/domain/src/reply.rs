@@ -1,0 +1,139 @@
+//! What a patient's WhatsApp reply means.
+//!
+//! Quick-reply buttons carry a payload Careline set when it sent the template:
+//! `ACTION:<job id>` (for example `CONFIRM:0190…`). Typed keywords (STOP, START, HELP) are
+//! matched case-insensitively after trimming punctuation.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyAction {
+    Confirm,
+    Reschedule,
+    Cancel,
+    Stop,
+    Start,
+    Help,
+    /// Anything else: free text, media, an unknown button.
+    Other,
+}
+
+impl ReplyAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Confirm => "confirm",
+            Self::Reschedule => "reschedule",
+            Self::Cancel => "cancel",
+            Self::Stop => "stop",
+            Self::Start => "start",
+            Self::Help => "help",
+            Self::Other => "other",
+        }
+    }
+
+    /// The payload prefix used on quick-reply buttons.
+    pub fn payload_prefix(self) -> &'static str {
+        match self {
+            Self::Confirm => "CONFIRM",
+            Self::Reschedule => "RESCHEDULE",
+            Self::Cancel => "CANCEL",
+            Self::Stop => "STOP",
+            Self::Start => "START",
+            Self::Help => "HELP",
+            Self::Other => "OTHER",
+        }
+    }
+}
+
+/// The payload for a quick-reply button: `ACTION:<job id>`. Carries no PHI.
+pub fn button_payload(action: ReplyAction, job_id: Uuid) -> String {
+    format!("{}:{}", action.payload_prefix(), job_id)
+}
+
+/// Reads a quick-reply payload back; unknown or malformed payloads give `(Other, None)`.
+pub fn parse_button_payload(payload: &str) -> (ReplyAction, Option<Uuid>) {
+    let (prefix, rest) = payload.split_once(':').unwrap_or((payload, ""));
+    let action = match prefix.trim().to_ascii_uppercase().as_str() {
+        "CONFIRM" => ReplyAction::Confirm,
+        "RESCHEDULE" => ReplyAction::Reschedule,
+        "CANCEL" => ReplyAction::Cancel,
+        "STOP" => ReplyAction::Stop,
+        "START" => ReplyAction::Start,
+        "HELP" => ReplyAction::Help,
+        _ => return (ReplyAction::Other, None),
+    };
+    (action, Uuid::parse_str(rest.trim()).ok())
+}
+
+const STOP_WORDS: &[&str] = &[
+    "stop",
+    "unsubscribe",
+    "stop reminders",
+    "opt out",
+    "optout",
+    "cancel messages",
+    // es / pt / de / hi (latin and devanagari) / ar
+    "baja",
+    "parar",
+    "pare",
+    "sair",
+    "abmelden",
+    "stopp",
+    "band karo",
+    "बंद",
+    "बंद करो",
+    "توقف",
+    "إيقاف",
+];
+const START_WORDS: &[&str] = &["start", "subscribe", "unstop", "alta", "iniciar", "começar", "anmelden", "शुरू", "ابدأ"];
+const HELP_WORDS: &[&str] = &["help", "ayuda", "ajuda", "hilfe", "मदद", "مساعدة"];
+
+/// Classifies typed text as a keyword, or [`ReplyAction::Other`].
+pub fn classify_text(text: &str) -> ReplyAction {
+    let normalised: String = text
+        .trim()
+        .trim_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace())
+        .to_lowercase()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if STOP_WORDS.contains(&normalised.as_str()) {
+        ReplyAction::Stop
+    } else if START_WORDS.contains(&normalised.as_str()) {
+        ReplyAction::Start
+    } else if HELP_WORDS.contains(&normalised.as_str()) {
+        ReplyAction::Help
+    } else {
+        ReplyAction::Other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn button_payloads_round_trip() {
+        let id = Uuid::now_v7();
+        for action in [ReplyAction::Confirm, ReplyAction::Reschedule, ReplyAction::Cancel, ReplyAction::Stop] {
+            assert_eq!(parse_button_payload(&button_payload(action, id)), (action, Some(id)));
+        }
+        assert_eq!(parse_button_payload("CONFIRM:not-a-uuid"), (ReplyAction::Confirm, None));
+        assert_eq!(parse_button_payload("WHATEVER"), (ReplyAction::Other, None));
+        assert_eq!(parse_button_payload(""), (ReplyAction::Other, None));
+    }
+
+    #[test]
+    fn keywords_match_regardless_of_case_and_punctuation() {
+        assert_eq!(classify_text("STOP"), ReplyAction::Stop);
+        assert_eq!(classify_text("  stop! "), ReplyAction::Stop);
+        assert_eq!(classify_text("Stop   reminders"), ReplyAction::Stop);
+        assert_eq!(classify_text("Start"), ReplyAction::Start);
+        assert_eq!(classify_text("help?"), ReplyAction::Help);
+        assert_eq!(classify_text("Hilfe"), ReplyAction::Help);
+        assert_eq!(classify_text("please don't stop"), ReplyAction::Other);
+        assert_eq!(classify_text(""), ReplyAction::Other);
+    }
+}
