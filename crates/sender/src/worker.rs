@@ -327,9 +327,9 @@ impl Worker {
                         outcome: "accepted",
                         latency_ms,
                     };
-                    self.record(|| sends::record_attempt(&self.pool, &record)).await?;
                     let status = accepted.status.as_str();
-                    self.record(|| sends::finish_accepted(&self.pool, job_id, &accepted.wamid, status)).await?;
+                    self.record(|| sends::record_accepted_attempt(&self.pool, &record, &accepted.wamid, status))
+                        .await?;
                     let due_to_sent = (self.clock.now() - p.job.due_at).to_std().unwrap_or_default();
                     metrics::histogram!("careline_sender_due_to_sent_seconds").record(due_to_sent.as_secs_f64());
                     self.count(p.job, facility, "accepted");
@@ -350,13 +350,11 @@ impl Worker {
                         outcome: class.as_str(),
                         latency_ms,
                     };
-                    self.record(|| sends::record_attempt(&self.pool, &record)).await?;
                     tracing::warn!(attempt, code, class = class.as_str(), latency_ms, "call failed");
                     if class == ErrorClass::OutcomeUnknown {
                         let reason = error.to_string();
-                        let code = code.and_then(|c| i32::try_from(c).ok());
                         self.record(|| {
-                            sends::finish_unsent(&self.pool, job_id, SendState::Unknown, &reason, code, None)
+                            sends::record_final_unsent_attempt(&self.pool, &record, SendState::Unknown, &reason, None)
                         })
                         .await?;
                         metrics::counter!("careline_sender_outcome_unknown_total").increment(1);
@@ -364,8 +362,24 @@ impl Worker {
                         return Ok(JobOutcome::Unknown { reason });
                     }
                     if !class.is_retryable() {
-                        return self.finish_failed(p, class.as_str(), code, &error.to_string()).await;
+                        let detail = error.to_string();
+                        self.record(|| {
+                            sends::record_final_unsent_attempt(
+                                &self.pool,
+                                &record,
+                                SendState::Failed,
+                                class.as_str(),
+                                Some(&detail),
+                            )
+                        })
+                        .await?;
+                        tracing::error!(reason = class.as_str(), code, "message failed");
+                        self.count(p.job, facility, "failed");
+                        return Ok(JobOutcome::Failed { reason: class.as_str().to_owned() });
                     }
+                    // A retryable failure: the attempt is recorded before anything else, so a
+                    // successor knows this call is over and may take the job over.
+                    self.record(|| sends::record_attempt(&self.pool, &record)).await?;
                     let retries_allowed = code.and_then(rule_for).and_then(|r| r.max_retries);
                     if retries_allowed.is_some_and(|max| attempt > i32::try_from(max).unwrap_or(i32::MAX)) {
                         return self.finish_failed(p, "retries_exhausted", code, &error.to_string()).await;

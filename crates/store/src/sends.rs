@@ -324,3 +324,67 @@ pub async fn finish_unsent(
     .await?;
     Ok(result.rows_affected() == 1)
 }
+
+/// [`record_attempt`] and [`finish_accepted`] in one statement: a crash can never leave the
+/// accepted call recorded while the row still says `sending` (a successor would take that for
+/// a job between calls and send it again).
+pub async fn record_accepted_attempt(
+    db: impl PgExecutor<'_>,
+    a: &AttemptRecord<'_>,
+    wamid: &str,
+    message_status: &str,
+) -> sqlx::Result<bool> {
+    let result = sqlx::query(
+        "WITH attempt AS (
+             INSERT INTO send_attempts (job_id, attempt, http_status, error_code, outcome, latency_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (job_id, attempt) DO NOTHING
+         )
+         UPDATE sends SET state = 'accepted', reason = NULL, wamid = $7, message_status = $8, updated_at = now()
+         WHERE job_id = $1 AND state IN ('sending', 'unknown')",
+    )
+    .bind(a.job_id)
+    .bind(a.attempt)
+    .bind(a.http_status)
+    .bind(a.error_code)
+    .bind(a.outcome)
+    .bind(a.latency_ms)
+    .bind(wamid)
+    .bind(message_status)
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// [`record_attempt`] and [`finish_unsent`] in one statement, for the same reason as
+/// [`record_accepted_attempt`]: an `unknown` outcome recorded without its final row would be
+/// resent by a successor.
+pub async fn record_final_unsent_attempt(
+    db: impl PgExecutor<'_>,
+    a: &AttemptRecord<'_>,
+    state: SendState,
+    reason: &str,
+    error_detail: Option<&str>,
+) -> sqlx::Result<bool> {
+    let result = sqlx::query(
+        "WITH attempt AS (
+             INSERT INTO send_attempts (job_id, attempt, http_status, error_code, outcome, latency_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (job_id, attempt) DO NOTHING
+         )
+         UPDATE sends SET state = $7, reason = $8, error_code = $4, error_detail = $9, updated_at = now()
+         WHERE job_id = $1 AND state = 'sending'",
+    )
+    .bind(a.job_id)
+    .bind(a.attempt)
+    .bind(a.http_status)
+    .bind(a.error_code)
+    .bind(a.outcome)
+    .bind(a.latency_ms)
+    .bind(state.as_str())
+    .bind(reason)
+    .bind(error_detail)
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
