@@ -24,7 +24,7 @@ log "dropped ${#dbs[@]} test database(s)"
 if command -v rabbitmqctl >/dev/null 2>&1 && rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
   mapfile -t queues < <(rabbitmqctl -q list_queues name --no-table-headers 2>/dev/null | grep '^test-' || true)
   for q in "${queues[@]}"; do
-    rabbitmqctl -q delete_queue "$q" >/dev/null
+    rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true  # may have expired meanwhile
   done
   log "deleted ${#queues[@]} test queue(s)"
 fi

@@ -167,7 +167,7 @@ impl BusSettings {
         Self {
             url: std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned()),
             prefix: format!("test-{}", uuid::Uuid::new_v4().simple()),
-            queue_expires_ms: Some(600_000),
+            queue_expires_ms: Some(60_000),
         }
     }
 }
