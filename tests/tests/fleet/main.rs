@@ -2,5 +2,8 @@
 //! scheduler and hospital, against real PostgreSQL and RabbitMQ, with a clock the tests move.
 //! One test binary (the fleet links every service), one module per story.
 
+mod consent;
+mod crash;
 mod lifecycle;
+mod quiet_hours;
 mod replanning;
