@@ -315,6 +315,7 @@ pub async fn spawn_fleet() -> Fleet {
         publish_timeout: Duration::from_secs(10),
         token_cache_ttl: Duration::from_secs(10),
         migrate_on_start: false,
+        mllp: ingest::mllp::MllpSettings::default(),
     };
     let ingest_app = ingest::Application::build_with_clock(ingest_settings.clone(), Arc::new(clock.clone()))
         .await

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod body;
+pub mod mllp;
 pub mod problem;
 
 use std::net::SocketAddr;
@@ -63,6 +64,8 @@ pub struct Settings {
     pub token_cache_ttl: Duration,
     /// `MIGRATE_ON_START` (default true): apply database migrations when `run` starts.
     pub migrate_on_start: bool,
+    /// `INGEST_MLLP_*`: the HL7 v2 listener, off unless `INGEST_MLLP_LISTEN_ADDR` is set.
+    pub mllp: mllp::MllpSettings,
 }
 
 impl Settings {
@@ -78,6 +81,7 @@ impl Settings {
             publish_timeout: Duration::from_millis(env_or("INGEST_PUBLISH_TIMEOUT_MS", 10_000)?),
             token_cache_ttl: Duration::from_secs(env_or("INGEST_TOKEN_CACHE_SECONDS", 10)?),
             migrate_on_start: env_or("MIGRATE_ON_START", true)?,
+            mllp: mllp::MllpSettings::from_env()?,
         })
     }
 }
@@ -142,6 +146,7 @@ pub struct Application {
     pool: PgPool,
     readiness: Readiness,
     migrate_on_start: bool,
+    mllp: Option<mllp::MllpListener>,
 }
 
 impl Application {
@@ -174,6 +179,7 @@ impl Application {
         let admin_listener = TcpListener::bind(settings.admin_addr)
             .await
             .with_context(|| format!("binding ADMIN_LISTEN_ADDR {}", settings.admin_addr))?;
+        let mllp = mllp::MllpListener::bind(&settings.mllp, state.clone()).await?;
         Ok(Self {
             listener,
             admin_listener,
@@ -182,6 +188,7 @@ impl Application {
             pool,
             readiness: Readiness::new(&["database", "broker"]),
             migrate_on_start: settings.migrate_on_start,
+            mllp,
         })
     }
 
@@ -191,6 +198,11 @@ impl Application {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// The HL7 MLLP listener's address, when `INGEST_MLLP_LISTEN_ADDR` is set.
+    pub fn mllp_addr(&self) -> Option<SocketAddr> {
+        self.mllp.as_ref().map(mllp::MllpListener::local_addr)
     }
 
     pub fn readiness(&self) -> Readiness {
@@ -219,11 +231,15 @@ impl Application {
             self.readiness.clone(),
             shutdown.clone(),
         ));
+        let mllp = self.mllp.map(|listener| tokio::spawn(listener.run(shutdown.clone())));
         tracing::info!(addr = %self.listener.local_addr()?, "ingest listening");
         let served =
             axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
         shutdown.cancel();
         let _ = watcher.await;
+        if let Some(mllp) = mllp {
+            mllp.await.context("MLLP listener panicked")?;
+        }
         let admin = admin.await;
         served.context("public listener failed")?;
         admin.context("admin task panicked")?.context("admin listener failed")?;

@@ -101,6 +101,7 @@ async fn spawn_app_with(options: Options) -> TestApp {
         publish_timeout: Duration::from_secs(5),
         token_cache_ttl: options.token_cache_ttl,
         migrate_on_start: false,
+        mllp: ingest::mllp::MllpSettings::default(),
     };
     let app = Application::build(settings).await.expect("build ingest");
     let base = format!("http://{}", app.public_addr());
