@@ -12,7 +12,7 @@ IMAGE ?= careline:dev
 DEMO_PACKAGES := -p ingest -p scheduler -p sender -p webhook-consumer -p wa-sandbox -p careline-demo
 
 .DEFAULT_GOAL := help
-.PHONY: help up migrate build test lint fmt demo bench deny docker clean-test-dbs
+.PHONY: help up migrate build test lint fmt demo bench deny docker validate-deploy clean-test-dbs
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -68,6 +68,10 @@ deny: ## Licences, bans and sources check (cargo-deny; advisories need the netwo
 
 docker: ## Build the container image (needs a Docker engine)
 	docker build -f deploy/Dockerfile -t $(IMAGE) .
+
+# Installs its pinned Python validators into .venv-deploy on first use (about a minute).
+validate-deploy: ## Check deploy/ and docker-compose.yml: kustomize, schemas, CRDs, hadolint, checkov, dashboard
+	@bash scripts/validate-deploy.sh
 
 clean-test-dbs: ## Drop careline_test_* databases and test-* queues left by crashed test runs
 	@bash scripts/clean-test-dbs.sh
