@@ -59,10 +59,12 @@ impl RateLimits {
     /// and returns how long that took.
     pub async fn until_ready(&self, phone_number_id: &str, recipient: &str) -> Duration {
         let started = Instant::now();
-        self.pairs.until_key_ready(&recipient.to_owned()).await;
+        // The number first: its queue can be seconds long when the number is saturated, and a
+        // pair permit taken before that wait would age while the request has not left yet.
         if let Some(limiter) = self.numbers.get(phone_number_id) {
             limiter.until_ready().await;
         }
+        self.pairs.until_key_ready(&recipient.to_owned()).await;
         let waited = started.elapsed();
         metrics::histogram!("careline_sender_limiter_wait_seconds").record(waited.as_secs_f64());
         waited
