@@ -303,6 +303,10 @@ pub async fn spawn_fleet() -> Fleet {
         whatsapp_api_version: careline_whatsapp::client::DEFAULT_API_VERSION.to_owned(),
         whatsapp_access_token: careline_whatsapp::client::AccessToken::new(ACCESS_TOKEN),
         http_timeout: Duration::from_secs(10),
+        unknown_window: Duration::from_secs(3),
+        unknown_max_resends: 1,
+        paused_recheck: Duration::from_secs(1),
+        tier_recheck: Duration::from_secs(1),
     };
     let mut ingest_settings = ingest::Settings {
         listen_addr: loopback(),

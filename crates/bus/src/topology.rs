@@ -4,14 +4,25 @@
 //! {p}.events (topic) ── patient.upserted, appointment.upserted, patient.replied ──▶ {p}.scheduler.events
 //!                    └─ patient.replied, consent.changed ─────────────────────────▶ {p}.hospital.events
 //! {p}.jobs (direct)  ── job.due ──────────────────────────────────────────────────▶ {p}.sender.jobs
+//!                    └─ job.due.urgent ───────────────────────────────────────────▶ {p}.sender.jobs.urgent
+//! {p}.delay (headers) ── careline-delay-ms = T ──▶ {p}.delay.T (TTL T) ── expired ──▶ {p}.jobs
 //! {p}.dlx (topic)    ── # ────────────────────────────────────────────────────────▶ {p}.dead-letters
 //! ```
+//!
+//! Delays (a retry later, a paused number, a recipient who must wait) never hold a consumer:
+//! the job is published to `{p}.delay` with a header naming one of [`DELAY_TIERS`], waits in
+//! that tier's queue until its TTL expires, and is dead-lettered back to `{p}.jobs` under its
+//! original routing key. One queue per tier, because a queue expires messages only at its
+//! head: one TTL per queue keeps every message's wait exact. Delay queues are declared on first
+//! use, so an environment that never delays anything has none.
 //!
 //! Every name starts with a prefix (`AMQP_PREFIX`, default `careline`) so environments and
 //! tests can share a broker without seeing each other's messages.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
+use std::time::Duration;
+
 use lapin::{Channel, ExchangeKind};
 
 /// Where the broker is and how names are prefixed.
@@ -38,6 +49,25 @@ pub struct Topology {
     prefix: String,
 }
 
+/// The waits a delayed job can take, shortest first. A delay is rounded up to the next tier
+/// (capped at the last), so a message never comes back before it should.
+pub const DELAY_TIERS: [Duration; 6] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(15),
+    Duration::from_secs(60),
+    Duration::from_secs(600),
+    Duration::from_secs(3600),
+];
+
+/// The header that routes a delayed message to its tier queue.
+pub const DELAY_HEADER: &str = "careline-delay-ms";
+
+/// The tier a wait of `delay` goes to: the shortest at least as long (the longest if none is).
+pub fn delay_tier(delay: Duration) -> Duration {
+    DELAY_TIERS.iter().copied().find(|tier| *tier >= delay).unwrap_or(DELAY_TIERS[DELAY_TIERS.len() - 1])
+}
+
 /// Deliveries of one message beyond this count go to the dead-letter exchange, so a poison
 /// message cannot loop forever (quorum queues count redeliveries for us).
 const DELIVERY_LIMIT: i64 = 20;
@@ -61,6 +91,17 @@ impl Topology {
     }
     pub fn sender_jobs(&self) -> String {
         format!("{}.sender.jobs", self.prefix)
+    }
+    /// Booking confirmations and reminders due within hours: consumed ahead of bulk reminders.
+    pub fn sender_jobs_urgent(&self) -> String {
+        format!("{}.sender.jobs.urgent", self.prefix)
+    }
+    pub fn delay_exchange(&self) -> String {
+        format!("{}.delay", self.prefix)
+    }
+    /// The queue holding jobs delayed by `tier` (one of [`DELAY_TIERS`]).
+    pub fn delay_queue(&self, tier: Duration) -> String {
+        format!("{}.delay.{}", self.prefix, tier.as_millis())
     }
     pub fn hospital_events(&self) -> String {
         format!("{}.hospital.events", self.prefix)
@@ -88,6 +129,10 @@ impl Topology {
         channel
             .exchange_declare(self.dead_letter_exchange().into(), ExchangeKind::Topic, durable, FieldTable::default())
             .await?;
+        // Headers: a delayed message keeps its own routing key for the way back.
+        channel
+            .exchange_declare(self.delay_exchange().into(), ExchangeKind::Headers, durable, FieldTable::default())
+            .await?;
 
         let work_queues = [
             (
@@ -96,6 +141,7 @@ impl Topology {
                 &["patient.upserted", "appointment.upserted", "patient.replied"][..],
             ),
             (self.sender_jobs(), self.jobs_exchange(), &["job.due"][..]),
+            (self.sender_jobs_urgent(), self.jobs_exchange(), &["job.due.urgent"][..]),
             (self.hospital_events(), self.events_exchange(), &["patient.replied", "consent.changed"][..]),
         ];
         for (queue, exchange, keys) in work_queues {
@@ -147,6 +193,43 @@ impl Topology {
             )
             .await?;
         Ok(())
+    }
+}
+
+impl Topology {
+    /// Declares the queue of one delay tier and binds it. Safe to repeat.
+    pub async fn declare_delay_queue(
+        &self,
+        channel: &Channel,
+        tier: Duration,
+        queue_expires_ms: Option<u32>,
+    ) -> lapin::Result<()> {
+        let tier_ms = u32::try_from(tier.as_millis()).unwrap_or(u32::MAX);
+        let mut args = FieldTable::default();
+        // Quorum: a delayed job is as durable as a queued one.
+        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        args.insert("x-message-ttl".into(), AMQPValue::LongUInt(tier_ms));
+        // Expired messages go back to the jobs exchange under their own routing key.
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(self.jobs_exchange().into()));
+        // At-least-once dead-lettering (quorum queues, RabbitMQ 3.10+): the broker keeps an
+        // expired message until the jobs queue has confirmed it, so none is lost on the way
+        // back. It requires `reject-publish` overflow.
+        args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+        args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+        if let Some(ms) = queue_expires_ms {
+            // Tests: never expire a tier queue while its messages still wait.
+            args.insert("x-expires".into(), AMQPValue::LongUInt(ms.max(tier_ms.saturating_mul(2))));
+        }
+        let queue = self.delay_queue(tier);
+        channel
+            .queue_declare(queue.clone().into(), QueueDeclareOptions { durable: true, ..Default::default() }, args)
+            .await?;
+        let mut binding = FieldTable::default();
+        binding.insert("x-match".into(), AMQPValue::LongString("all".into()));
+        binding.insert(DELAY_HEADER.into(), AMQPValue::LongString(tier_ms.to_string().into()));
+        channel
+            .queue_bind(queue.into(), self.delay_exchange().into(), "".into(), QueueBindOptions::default(), binding)
+            .await
     }
 }
 

@@ -45,6 +45,7 @@ impl Event {
         match self {
             Self::PatientUpserted(_) => "patient.upserted",
             Self::AppointmentUpserted(_) => "appointment.upserted",
+            Self::JobDue(job) if job.is_urgent() => "job.due.urgent",
             Self::JobDue(_) => "job.due",
             Self::PatientReplied(_) => "patient.replied",
             Self::ConsentChanged(_) => "consent.changed",
@@ -108,6 +109,14 @@ pub struct JobDue {
     pub generation: i32,
     pub kind: String,
     pub due_at: DateTime<Utc>,
+}
+
+impl JobDue {
+    /// Whether the job travels in the sender's urgent lane (`job.due.urgent`), ahead of bulk
+    /// reminders when a number is saturated: see [`crate::plan::is_urgent_kind`].
+    pub fn is_urgent(&self) -> bool {
+        crate::plan::is_urgent_kind(&self.kind)
+    }
 }
 
 /// A patient answered on WhatsApp (a button or a keyword). Carries no message text.

@@ -39,6 +39,24 @@ pub struct NetworkConfig {
     pub templates: BTreeMap<String, TemplateSpec>,
     #[serde(rename = "facility", default)]
     pub facilities: Vec<Facility>,
+    /// Business portfolios and their messaging tier, by id (`[portfolios.<id>]`). A facility
+    /// names its portfolio; one that names none belongs to [`DEFAULT_PORTFOLIO`].
+    #[serde(default)]
+    pub portfolios: BTreeMap<String, Portfolio>,
+}
+
+/// The portfolio of facilities that name none.
+pub const DEFAULT_PORTFOLIO: &str = "default";
+
+/// A Meta business portfolio: its numbers share one messaging tier.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Portfolio {
+    /// Meta's messaging limit: unique recipients of business-initiated messages per rolling
+    /// 24 h (250, 2000, 10000, 100000; absent for unlimited). Sends to new recipients past it
+    /// are deferred, not dropped.
+    #[serde(default)]
+    pub messaging_limit: Option<u32>,
 }
 
 fn default_language() -> String {
@@ -61,6 +79,10 @@ pub struct Facility {
     /// That number's throughput ceiling in messages per second (Meta: 80 by default).
     #[serde(default = "default_throughput")]
     pub throughput_mps: u32,
+    /// The business portfolio the number belongs to (its messaging tier); default
+    /// [`DEFAULT_PORTFOLIO`].
+    #[serde(default)]
+    pub portfolio: Option<String>,
     /// Send a confirmation as soon as an appointment is booked.
     #[serde(default = "yes")]
     pub booking_confirmation: bool,
@@ -160,6 +182,11 @@ impl NetworkConfig {
             if facility.throughput_mps == 0 {
                 return Err(problem("throughput_mps must be at least 1".into()));
             }
+            if let Some(portfolio) = &facility.portfolio
+                && !config.portfolios.contains_key(portfolio)
+            {
+                return Err(problem(format!("portfolio '{portfolio}' is not declared under [portfolios]")));
+            }
             for kind in facility.job_kinds() {
                 let spec =
                     config.template_for(facility, &kind).ok_or_else(|| problem(format!("no template for '{kind}'")))?;
@@ -169,6 +196,11 @@ impl NetworkConfig {
             }
         }
         Ok(config)
+    }
+
+    /// A portfolio's messaging limit (unique recipients per rolling 24 h); `None` is unlimited.
+    pub fn messaging_limit(&self, portfolio: &str) -> Option<u32> {
+        self.portfolios.get(portfolio).and_then(|p| p.messaging_limit)
     }
 
     pub fn facility(&self, id: &str) -> Option<&Facility> {
@@ -187,6 +219,11 @@ impl NetworkConfig {
 }
 
 impl Facility {
+    /// The facility's business portfolio.
+    pub fn portfolio(&self) -> &str {
+        self.portfolio.as_deref().unwrap_or(DEFAULT_PORTFOLIO)
+    }
+
     /// Every job kind this facility plans.
     pub fn job_kinds(&self) -> Vec<String> {
         let mut kinds: Vec<String> = self.reminder_offsets.iter().map(Offset::job_kind).collect();

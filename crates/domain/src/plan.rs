@@ -23,6 +23,37 @@ pub const BOOKING_CONFIRMATION: &str = "booking_confirmation";
 /// A reminder later than this before the appointment is not worth sending.
 pub const MIN_LEAD: Duration = Duration::minutes(30);
 
+/// Reminders this close to the appointment, and booking confirmations, travel in the sender's
+/// urgent lane: when a number is saturated they go ahead of reminders days ahead.
+pub const URGENT_WITHIN: Duration = Duration::hours(6);
+
+/// The lead time of a reminder kind (`reminder_2h` is 2 h); `None` for other kinds.
+pub fn reminder_lead(kind: &str) -> Option<Duration> {
+    kind.strip_prefix("reminder_")?.parse::<crate::facility::Offset>().ok().map(|offset| offset.0)
+}
+
+/// Whether a job of this kind travels in the urgent lane (see [`URGENT_WITHIN`]).
+pub fn is_urgent_kind(kind: &str) -> bool {
+    kind == BOOKING_CONFIRMATION || reminder_lead(kind).is_some_and(|lead| lead <= URGENT_WITHIN)
+}
+
+/// How late a booking confirmation may still go out.
+pub const CONFIRMATION_LATENESS: Duration = Duration::hours(12);
+
+/// The latest moment a job of this kind, due at `due_at`, may still go out for an appointment
+/// starting at `starts_at`; past it the message would serve no purpose, and the sender drops it
+/// with the reason `too_late` instead of sending it late (after an outage, a long backlog or
+/// many retries).
+///
+/// - A reminder may be late by half its lead (a 48 h reminder by 24 h, a 2 h reminder by 1 h).
+/// - A booking confirmation may be late by [`CONFIRMATION_LATENESS`].
+/// - Nothing goes out later than [`MIN_LEAD`] before the start (the planner never plans a job
+///   after that, so a job is always sendable at its due time).
+pub fn send_deadline(kind: &str, due_at: DateTime<Utc>, starts_at: DateTime<Utc>) -> DateTime<Utc> {
+    let lateness = reminder_lead(kind).map_or(CONFIRMATION_LATENESS, |lead| lead / 2);
+    (due_at + lateness).min(starts_at - MIN_LEAD)
+}
+
 /// How far before quiet hours a moved reminder goes out.
 const BEFORE_QUIET: Duration = Duration::minutes(1);
 
@@ -166,6 +197,7 @@ mod tests {
             map_link: None,
             phone_number_id: "1".into(),
             throughput_mps: 80,
+            portfolio: None,
             booking_confirmation: true,
             reminder_offsets: vec![Offset(Duration::hours(48)), Offset(Duration::hours(2))],
             quiet_hours: quiet.map(|(s, e)| QuietHours {
@@ -286,5 +318,30 @@ mod tests {
         let new_york = facility(chrono_tz::America::New_York, Some(("21:00", "08:00")));
         assert!(quiet_window(&kolkata, at).is_none());
         assert!(quiet_window(&new_york, at).is_some());
+    }
+
+    #[test]
+    fn urgent_lane_holds_confirmations_and_reminders_within_six_hours() {
+        assert!(is_urgent_kind(BOOKING_CONFIRMATION));
+        assert!(is_urgent_kind("reminder_2h"));
+        assert!(is_urgent_kind("reminder_90m"));
+        assert!(is_urgent_kind("reminder_6h"));
+        assert!(!is_urgent_kind("reminder_48h"));
+        assert!(!is_urgent_kind("reminder_7h"));
+        assert!(!is_urgent_kind("reminder_bogus"));
+    }
+
+    #[test]
+    fn a_reminder_may_be_late_by_half_its_lead_but_never_past_the_minimum_lead() {
+        let start = Utc.with_ymd_and_hms(2026, 5, 10, 12, 0, 0).unwrap();
+        let due = start - Duration::hours(48);
+        assert_eq!(send_deadline("reminder_48h", due, start), start - Duration::hours(24));
+        let due = start - Duration::hours(2);
+        assert_eq!(send_deadline("reminder_2h", due, start), start - Duration::hours(1));
+        // Moved later by quiet hours to 45 min before the start: 15 min of slack, not 1 h.
+        let due = start - Duration::minutes(45);
+        assert_eq!(send_deadline("reminder_2h", due, start), start - MIN_LEAD);
+        let booked = start - Duration::days(10);
+        assert_eq!(send_deadline(BOOKING_CONFIRMATION, booked, start), booked + CONFIRMATION_LATENESS);
     }
 }

@@ -1,22 +1,27 @@
 //! The sender: owns the WhatsApp Cloud API.
 //!
-//! It consumes `{p}.sender.jobs` (`job.due`), re-checks consent and job validity right before
-//! sending, enforces the per-recipient pair rate and the per-business-number throughput
-//! ([`limits`]), sends the facility's approved template, classifies Meta's answer (retry, back
-//! off, fail for good, or outcome unknown) and never sends the same job twice ([`worker`]).
-//! Every job ends in one `sends` row; every call in one `send_attempts` row.
+//! It consumes `{p}.sender.jobs.urgent` and `{p}.sender.jobs` (`job.due`), re-checks consent
+//! and job validity right before sending, holds each business number's throughput ceiling and
+//! each recipient's pair interval across every replica ([`limits`]), sends the facility's
+//! approved template, applies Meta's error taxonomy, and never sends the same job twice except
+//! through the documented unknown-outcome resend ([`worker`]). Its bookkeeping is batched
+//! ([`batch`]). Every job ends in one `sends` row; every call in one `send_attempts` row.
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod limits;
 pub mod settings;
+pub mod tier;
 pub mod worker;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use careline_bus::{ConsumerSettings, Topology, run_consumer};
+use careline_bus::{ConsumerSettings, Publisher, Topology, run_consumer};
 use careline_domain::clock::{Clock, SystemClock};
+use careline_domain::events::{Envelope, Event, JobDue};
 use careline_store::PgPool;
 use careline_telemetry::Readiness;
 use careline_whatsapp::client::{ClientSettings, DEFAULT_CONNECT_TIMEOUT, WhatsAppClient};
@@ -25,12 +30,16 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use settings::{Settings, SettingsError};
-pub use worker::{JobOutcome, RetryPolicy, SendJobError, Worker};
+pub use worker::{JobOutcome, Policy, SendJobError, Worker};
 
 /// How often the database check of `/readyz` runs.
 const DATABASE_CHECK_EVERY: Duration = Duration::from_secs(5);
-/// How often recipients whose pair limiter is back to fresh are forgotten.
+/// How often recipients whose pair interval is over are forgotten, and old limit rows purged.
 const FORGET_IDLE_RECIPIENTS_EVERY: Duration = Duration::from_secs(60);
+/// How often paused numbers and the messaging tier's count are read again.
+const REFRESH_EVERY: Duration = Duration::from_secs(5);
+/// Unknown outcomes looked at per sweep.
+const SWEEP_BATCH: i64 = 500;
 /// Pause between migration attempts while PostgreSQL is unreachable at start.
 const MIGRATE_RETRY_EVERY: Duration = Duration::from_secs(2);
 
@@ -53,6 +62,9 @@ pub struct Application {
     admin: TcpListener,
     admin_addr: SocketAddr,
     worker: Arc<Worker>,
+    publisher: Arc<Publisher>,
+    /// Stops the number pacers; fired when the application stops or its run is dropped.
+    internal: CancellationToken,
 }
 
 impl Application {
@@ -62,7 +74,7 @@ impl Application {
     }
 
     /// Builds with `clock` as "now" (tests move it). Needs neither PostgreSQL nor RabbitMQ
-    /// to be up: the pool and the consumer connect when they can.
+    /// to be up: the pool and the consumers connect when they can.
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, BuildError> {
         let pool = careline_store::connect_lazy(&settings.database_url, settings.database_max_connections)
             .map_err(BuildError::DatabaseUrl)?;
@@ -75,20 +87,26 @@ impl Application {
             // distinguishable from "sent, no answer" (unknown).
             connect_timeout: DEFAULT_CONNECT_TIMEOUT.min(settings.http_timeout / 2),
         })?;
-        let retry = RetryPolicy {
-            max_attempts: settings.max_attempts,
-            min_delay: settings.retry_min_delay,
-            max_delay: settings.retry_max_delay,
-        };
-        let worker =
-            Arc::new(Worker::new(pool.clone(), settings.network.clone(), client, clock, settings.pair_interval, retry));
+        let policy = settings.policy();
+        let publisher = Arc::new(Publisher::new(settings.bus.clone(), "sender"));
+        let internal = CancellationToken::new();
+        let pacers = limits::NumberPacers::start(&settings.network, pool.clone(), internal.clone());
+        let worker = Arc::new(Worker::new(
+            pool.clone(),
+            settings.network.clone(),
+            client,
+            clock,
+            policy,
+            Arc::clone(&publisher),
+            pacers,
+        ));
         let admin = TcpListener::bind(settings.admin_listen_addr)
             .await
             .map_err(|source| BuildError::Bind { addr: settings.admin_listen_addr, source })?;
         let admin_addr =
             admin.local_addr().map_err(|source| BuildError::Bind { addr: settings.admin_listen_addr, source })?;
         let readiness = Readiness::new(&["database", "broker"]);
-        Ok(Self { settings, pool, readiness, admin, admin_addr, worker })
+        Ok(Self { settings, pool, readiness, admin, admin_addr, worker, publisher, internal })
     }
 
     /// The bound admin address (`/healthz`, `/readyz`, `/metrics`).
@@ -101,51 +119,141 @@ impl Application {
         Arc::clone(&self.worker)
     }
 
-    /// Serves the admin endpoints, migrates (if `MIGRATE_ON_START`), and consumes jobs until
-    /// `shutdown` fires; then stops taking jobs, lets jobs in progress finish, and returns.
-    /// Every task lives inside this future, so dropping it (a crash, in tests) stops them all.
+    /// Serves the admin endpoints, migrates (if `MIGRATE_ON_START`), and consumes both lanes
+    /// until `shutdown` fires; then stops taking jobs, hands back jobs still waiting for a slot,
+    /// lets calls in progress finish and be recorded, and returns. Every task lives inside this
+    /// future or stops with it, so dropping it (a crash, in tests) stops them all.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let _stop_pacers_on_drop = self.internal.clone().drop_guard();
         let mut tasks = JoinSet::new();
         tasks.spawn(serve_admin(self.admin, self.readiness.clone(), shutdown.clone()));
         tasks.spawn(watch_database(self.pool.clone(), self.readiness.clone(), shutdown.clone()));
-        let worker = Arc::clone(&self.worker);
-        let housekeeping = shutdown.clone();
-        tasks.spawn(async move {
-            let mut every = tokio::time::interval(FORGET_IDLE_RECIPIENTS_EVERY);
-            loop {
-                tokio::select! {
-                    _ = housekeeping.cancelled() => return,
-                    _ = every.tick() => worker.limits().forget_idle_recipients(),
-                }
-            }
-        });
 
         if self.settings.migrate_on_start && !migrate_until_done(&self.pool, &shutdown).await {
             return Ok(());
         }
-
-        let consumer = ConsumerSettings {
-            name: "sender".to_owned(),
-            queue: Topology::new(&self.settings.bus.prefix).sender_jobs(),
-            prefetch: self.settings.prefetch,
-            concurrency: self.settings.concurrency,
-        };
-        let worker = Arc::clone(&self.worker);
-        run_consumer(
-            self.settings.bus.clone(),
-            consumer,
-            self.readiness.clone(),
+        tasks.spawn(housekeeping(Arc::clone(&self.worker), self.pool.clone(), shutdown.clone()));
+        tasks.spawn(sweep_unknown_outcomes(
+            Arc::clone(&self.worker),
+            self.pool.clone(),
+            Arc::clone(&self.publisher),
             shutdown.clone(),
-            move |envelope, _| {
-                let worker = Arc::clone(&worker);
-                async move { worker.handle(envelope).await }
-            },
-        )
-        .await;
+        ));
+        // Stop the pacers with the consumers: a job still waiting for a slot is handed back.
+        let pacers_stop = self.internal.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            stop.cancelled().await;
+            pacers_stop.cancel();
+        });
+
+        let topology = Topology::new(&self.settings.bus.prefix);
+        let lanes = [("sender-urgent", topology.sender_jobs_urgent()), ("sender", topology.sender_jobs())];
+        let mut consumers = JoinSet::new();
+        for (name, queue) in lanes {
+            let consumer = ConsumerSettings {
+                name: name.to_owned(),
+                queue,
+                prefetch: self.settings.prefetch,
+                concurrency: self.settings.concurrency,
+            };
+            let worker = Arc::clone(&self.worker);
+            consumers.spawn(run_consumer(
+                self.settings.bus.clone(),
+                consumer,
+                self.readiness.clone(),
+                shutdown.clone(),
+                move |envelope, _| {
+                    let worker = Arc::clone(&worker);
+                    async move { worker.handle(envelope).await }
+                },
+            ));
+        }
+        while consumers.join_next().await.is_some() {
+            // Either lane stopping (shutdown) stops the other.
+            shutdown.cancel();
+        }
         tracing::info!("sender stopped consuming");
         shutdown.cancel();
         while tasks.join_next().await.is_some() {}
         Ok(())
+    }
+}
+
+/// Forgets idle recipients, purges old limit rows, and re-reads paused numbers and the tier.
+async fn housekeeping(worker: Arc<Worker>, pool: PgPool, shutdown: CancellationToken) {
+    let mut forget = tokio::time::interval(FORGET_IDLE_RECIPIENTS_EVERY);
+    let mut refresh = tokio::time::interval(REFRESH_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = forget.tick() => {
+                worker.guard().forget_idle();
+                if let Err(e) = careline_store::sends::forget_old_limits(&pool, worker.policy().pair_interval).await {
+                    tracing::warn!(error = %e, "cannot purge old limit rows");
+                }
+            }
+            _ = refresh.tick() => refresh_shared_state(&worker, &pool).await,
+        }
+    }
+}
+
+async fn refresh_shared_state(worker: &Worker, pool: &PgPool) {
+    match careline_store::sends::paused_numbers(pool).await {
+        Ok(paused) => {
+            let numbers: HashSet<String> = paused.into_iter().map(|(number, ..)| number).collect();
+            for number in worker.paused_numbers_configured() {
+                let value = if numbers.contains(&number) { 1.0 } else { 0.0 };
+                metrics::gauge!("careline_sender_number_paused", "number" => number).set(value);
+            }
+            worker.paused().replace(numbers);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read paused numbers"),
+    }
+    match careline_store::sends::tier_usage(pool).await {
+        Ok(usage) => worker.tier().refresh(&usage),
+        Err(e) => tracing::warn!(error = %e, "cannot read the messaging tier's use"),
+    }
+}
+
+/// Unknown outcomes whose wait for a status webhook is over go back to the sender as `job.due`
+/// (the worker decides: resend, or fail once the resends are used up). Every replica sweeps;
+/// a job published twice is claimed once.
+async fn sweep_unknown_outcomes(
+    worker: Arc<Worker>,
+    pool: PgPool,
+    publisher: Arc<Publisher>,
+    shutdown: CancellationToken,
+) {
+    let policy = worker.policy();
+    let every = (policy.unknown_window / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let due = match careline_store::sends::unknown_outcomes_due(&pool, policy.unknown_window, SWEEP_BATCH).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read unknown outcomes");
+                continue;
+            }
+        };
+        if due.is_empty() {
+            continue;
+        }
+        let now = chrono::Utc::now();
+        let envelopes: Vec<Envelope> = due
+            .into_iter()
+            .map(|(job_id, appointment_id, generation, kind, due_at, _resends)| {
+                Envelope::new(Event::JobDue(JobDue { job_id, appointment_id, generation, kind, due_at }), now)
+            })
+            .collect();
+        match publisher.publish_all(&envelopes).await {
+            Ok(()) => tracing::info!(jobs = envelopes.len(), "unknown outcomes past their window handed to the sender"),
+            Err(e) => tracing::warn!(error = %e, "cannot hand unknown outcomes back; next sweep retries"),
+        }
     }
 }
 

@@ -28,8 +28,8 @@ pub enum SettingsError {
 pub struct Settings {
     /// `DATABASE_URL` (default `postgres://postgres:postgres@127.0.0.1:5432/careline`).
     pub database_url: String,
-    /// `SENDER_DB_MAX_CONNECTIONS` (default `SENDER_CONCURRENCY + 8`): each job in flight holds
-    /// one connection for its processing lock, the rest serve queries.
+    /// `SENDER_DB_MAX_CONNECTIONS` (default 16): the bookkeeping is batched, so a few
+    /// connections serve hundreds of jobs in flight.
     pub database_max_connections: u32,
     /// `MIGRATE_ON_START` (default `true`): apply migrations before consuming.
     pub migrate_on_start: bool,
@@ -40,9 +40,10 @@ pub struct Settings {
     /// The network file named by `CARELINE_CONFIG` (required): facilities, business numbers,
     /// throughput ceilings, templates.
     pub network: Arc<NetworkConfig>,
-    /// `SENDER_PREFETCH` (default 64): unacked jobs the broker may push to one sender.
+    /// `SENDER_PREFETCH` (default 256): unacked jobs the broker may push to one sender, per lane.
     pub prefetch: u16,
-    /// `SENDER_CONCURRENCY` (default 32): jobs worked on at once.
+    /// `SENDER_CONCURRENCY` (default 256): jobs worked on at once, per lane. Most of them wait
+    /// for a send slot; the more are in flight, the larger the bookkeeping batches.
     pub concurrency: usize,
     /// `SENDER_PAIR_INTERVAL_MS` (default 6000): at most one message per recipient per interval.
     pub pair_interval: Duration,
@@ -61,6 +62,18 @@ pub struct Settings {
     pub whatsapp_access_token: AccessToken,
     /// `SENDER_HTTP_TIMEOUT_MS` (default 10000): past it a call's outcome is unknown.
     pub http_timeout: Duration,
+    /// `SENDER_UNKNOWN_WINDOW_MS` (default 600000, 10 min): how long a job whose call's outcome
+    /// is unknown waits for a status webhook carrying its id before it is sent again.
+    pub unknown_window: Duration,
+    /// `SENDER_UNKNOWN_MAX_RESENDS` (default 1): resends after unknown outcomes, in all; past
+    /// them the job fails with the reason `outcome_unknown`. 0 never resends.
+    pub unknown_max_resends: u32,
+    /// `SENDER_PAUSED_RECHECK_MS` (default 600000): how long jobs of a paused number wait in
+    /// the delay queue before they look again.
+    pub paused_recheck: Duration,
+    /// `SENDER_TIER_RECHECK_MS` (default 3600000): how long a job past its portfolio's
+    /// messaging tier waits before it looks again.
+    pub tier_recheck: Duration,
 }
 
 impl Settings {
@@ -70,7 +83,7 @@ impl Settings {
         let text = std::fs::read_to_string(&config_path)
             .map_err(|source| SettingsError::ConfigRead { path: config_path.clone(), source })?;
         let network = NetworkConfig::from_toml(&text)?;
-        let concurrency: usize = env_or("SENDER_CONCURRENCY", 32)?;
+        let concurrency: usize = env_or("SENDER_CONCURRENCY", 256)?;
         if concurrency == 0 {
             return Err(SettingsError::Invalid { name: "SENDER_CONCURRENCY", problem: "must be at least 1" });
         }
@@ -89,12 +102,12 @@ impl Settings {
         let token: String = env_required("WHATSAPP_ACCESS_TOKEN")?;
         Ok(Self {
             database_url: env_or("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/careline".to_owned())?,
-            database_max_connections: env_or("SENDER_DB_MAX_CONNECTIONS", concurrency as u32 + 8)?,
+            database_max_connections: env_or("SENDER_DB_MAX_CONNECTIONS", 16)?,
             migrate_on_start: env_or("MIGRATE_ON_START", true)?,
             bus: BusSettings::from_env()?,
             admin_listen_addr: env_or("ADMIN_LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 9083)))?,
             network: Arc::new(network),
-            prefetch: env_or("SENDER_PREFETCH", 64)?,
+            prefetch: env_or("SENDER_PREFETCH", 256)?,
             concurrency,
             pair_interval: Duration::from_millis(pair_interval_ms),
             max_attempts,
@@ -104,9 +117,32 @@ impl Settings {
             whatsapp_api_version: env_or("WHATSAPP_API_VERSION", DEFAULT_API_VERSION.to_owned())?,
             whatsapp_access_token: AccessToken::new(token),
             http_timeout: Duration::from_millis(http_timeout_ms),
+            unknown_window: Duration::from_millis(env_or("SENDER_UNKNOWN_WINDOW_MS", 600_000)?),
+            unknown_max_resends: env_or("SENDER_UNKNOWN_MAX_RESENDS", 1)?,
+            paused_recheck: Duration::from_millis(env_or("SENDER_PAUSED_RECHECK_MS", 600_000)?),
+            tier_recheck: Duration::from_millis(env_or("SENDER_TIER_RECHECK_MS", 3_600_000)?),
         })
     }
+
+    /// The worker's retry, resend and wait policy.
+    pub fn policy(&self) -> crate::worker::Policy {
+        crate::worker::Policy {
+            max_attempts: self.max_attempts,
+            retry_min_delay: self.retry_min_delay,
+            retry_max_delay: self.retry_max_delay,
+            unknown_window: self.unknown_window,
+            unknown_max_resends: self.unknown_max_resends,
+            paused_recheck: self.paused_recheck,
+            tier_recheck: self.tier_recheck,
+            pair_interval: self.pair_interval,
+            // Covers the slot hand-out lead, the call and its recording.
+            lease: self.http_timeout + LEASE_MARGIN,
+        }
+    }
 }
+
+/// What a claim's lease covers beyond the HTTP timeout.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -121,6 +157,8 @@ impl std::fmt::Debug for Settings {
             .field("whatsapp_base_url", &self.whatsapp_base_url)
             .field("whatsapp_api_version", &self.whatsapp_api_version)
             .field("http_timeout", &self.http_timeout)
+            .field("unknown_window", &self.unknown_window)
+            .field("unknown_max_resends", &self.unknown_max_resends)
             .finish_non_exhaustive()
     }
 }

@@ -63,3 +63,26 @@ pub async fn current(
     .await?;
     Ok(state.as_deref().and_then(ConsentState::parse))
 }
+
+/// [`current`] for many `(patient_id, phone_e164)` pairs in one query, in the same order.
+pub async fn current_many(
+    db: impl PgExecutor<'_>,
+    subjects: &[(String, String)],
+) -> sqlx::Result<Vec<Option<ConsentState>>> {
+    let patients: Vec<&str> = subjects.iter().map(|(p, _)| p.as_str()).collect();
+    let phones: Vec<&str> = subjects.iter().map(|(_, phone)| phone.as_str()).collect();
+    let states: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT (SELECT c.state FROM consent_log c
+                 WHERE c.channel = 'whatsapp' AND c.purpose = 'care'
+                   AND (c.patient_id = i.patient_id OR c.phone_e164 = i.phone_e164)
+                 ORDER BY c.recorded_at DESC, c.entry_id DESC
+                 LIMIT 1)
+         FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS i(patient_id, phone_e164, n)
+         ORDER BY i.n",
+    )
+    .bind(&patients)
+    .bind(&phones)
+    .fetch_all(db)
+    .await?;
+    Ok(states.into_iter().map(|s| s.as_deref().and_then(ConsentState::parse)).collect())
+}

@@ -59,6 +59,11 @@ pub struct Options {
     pub throughput_mps: u32,
     pub concurrency: usize,
     pub sandbox: SandboxSettings,
+    /// How long an unknown outcome waits for a status webhook (none come in these tests).
+    pub unknown_window: Duration,
+    pub unknown_max_resends: u32,
+    pub paused_recheck: Duration,
+    pub network_toml: Option<String>,
 }
 
 impl Default for Options {
@@ -72,7 +77,16 @@ impl Default for Options {
         // sender is configured a notch stricter than the platform, which absorbs the jitter
         // between the limiter releasing a call and the request reaching the API.
         sandbox.pair_interval = PAIR_INTERVAL - Duration::from_millis(50);
-        Self { http_timeout: Duration::from_secs(5), throughput_mps: 80, concurrency: 8, sandbox }
+        Self {
+            http_timeout: Duration::from_secs(5),
+            throughput_mps: 80,
+            concurrency: 8,
+            sandbox,
+            unknown_window: Duration::from_secs(600),
+            unknown_max_resends: 1,
+            paused_recheck: Duration::from_secs(1),
+            network_toml: None,
+        }
     }
 }
 
@@ -109,11 +123,16 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let bus = BusSettings::for_test();
     let settings = Settings {
         database_url: url,
-        database_max_connections: options.concurrency as u32 + 8,
+        database_max_connections: 8,
         migrate_on_start: true,
         bus: bus.clone(),
         admin_listen_addr: "127.0.0.1:0".parse().unwrap(),
-        network: Arc::new(NetworkConfig::from_toml(&network_toml(options.throughput_mps)).expect("test network")),
+        network: Arc::new(
+            NetworkConfig::from_toml(
+                &options.network_toml.clone().unwrap_or_else(|| network_toml(options.throughput_mps)),
+            )
+            .expect("test network"),
+        ),
         prefetch: 16,
         concurrency: options.concurrency,
         pair_interval: PAIR_INTERVAL,
@@ -124,6 +143,10 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         whatsapp_api_version: "v23.0".to_owned(),
         whatsapp_access_token: AccessToken::new(TOKEN),
         http_timeout: options.http_timeout,
+        unknown_window: options.unknown_window,
+        unknown_max_resends: options.unknown_max_resends,
+        paused_recheck: options.paused_recheck,
+        tier_recheck: Duration::from_secs(1),
     };
     let clock = ManualClock::new(Utc::now());
     let publisher = Publisher::new(bus, "sender-test");
