@@ -105,18 +105,25 @@ async fn jobs(pool: &PgPool, appointment_id: &str) -> Vec<(String, i32, String, 
     .unwrap()
 }
 
-/// Drains `{prefix}.sender.jobs`, returning the job ids published there.
+/// Drains both lanes of the sender's queue (`{prefix}.sender.jobs.urgent` and
+/// `{prefix}.sender.jobs`), returning the job ids published there; each job is checked to be in
+/// its kind's lane.
 async fn published_jobs(bus: &BusSettings) -> Vec<uuid::Uuid> {
     let conn = lapin::Connection::connect(&bus.url, Default::default()).await.unwrap();
     let channel = conn.create_channel().await.unwrap();
-    let queue = careline_bus::Topology::new(&bus.prefix).sender_jobs();
+    let topology = careline_bus::Topology::new(&bus.prefix);
     let mut ids = Vec::new();
-    while let Some(message) = channel.basic_get(queue.clone().into(), BasicGetOptions::default()).await.unwrap() {
-        let envelope: Envelope = serde_json::from_slice(&message.delivery.data).unwrap();
-        message.delivery.ack(BasicAckOptions::default()).await.unwrap();
-        match envelope.event {
-            Event::JobDue(j) => ids.push(j.job_id),
-            other => panic!("unexpected event {other:?}"),
+    for (queue, urgent) in [(topology.sender_jobs_urgent(), true), (topology.sender_jobs(), false)] {
+        while let Some(message) = channel.basic_get(queue.clone().into(), BasicGetOptions::default()).await.unwrap() {
+            let envelope: Envelope = serde_json::from_slice(&message.delivery.data).unwrap();
+            message.delivery.ack(BasicAckOptions::default()).await.unwrap();
+            match envelope.event {
+                Event::JobDue(j) => {
+                    assert_eq!(j.is_urgent(), urgent, "{} in the wrong lane", j.kind);
+                    ids.push(j.job_id);
+                }
+                other => panic!("unexpected event {other:?}"),
+            }
         }
     }
     ids

@@ -583,9 +583,27 @@ pub async fn count_duplicate(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Res
     Ok(result.rows_affected() == 1)
 }
 
-/// The job's recorded wamid and state, if it has a row.
-pub async fn wamid_and_state(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<Option<(Option<String>, String)>> {
-    sqlx::query_as("SELECT wamid, state FROM sends WHERE job_id = $1").bind(job_id).fetch_optional(db).await
+/// What a status webhook needs to know of a job's send.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SendSummary {
+    pub wamid: Option<String>,
+    pub state: String,
+    pub phone_number_id: Option<String>,
+    pub appointment_id: String,
+    pub generation: i32,
+    pub kind: String,
+    pub due_at: DateTime<Utc>,
+}
+
+/// The job's send row and the fields of its `job.due`, if it has a row.
+pub async fn summary(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<Option<SendSummary>> {
+    sqlx::query_as(
+        "SELECT s.wamid, s.state, s.phone_number_id, j.appointment_id, j.generation, j.kind, j.due_at
+         FROM sends s JOIN jobs j ON j.job_id = s.job_id WHERE s.job_id = $1",
+    )
+    .bind(job_id)
+    .fetch_optional(db)
+    .await
 }
 
 /// A message that Meta accepted then reported `failed` asynchronously, with a code the sender
@@ -600,7 +618,7 @@ pub async fn reopen_after_async_failure(
     let result = sqlx::query(
         "UPDATE sends SET state = 'sending', reason = 'failed asynchronously; retrying', error_code = $2,
              error_detail = $3, wamid = NULL, owner = NULL, lease_until = NULL, updated_at = now()
-         WHERE job_id = $1 AND state = 'accepted' AND attempts = recorded_attempts",
+         WHERE job_id = $1 AND state IN ('accepted', 'unknown') AND attempts = recorded_attempts",
     )
     .bind(job_id)
     .bind(error_code)

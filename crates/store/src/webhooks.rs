@@ -106,6 +106,14 @@ pub struct NewStatusEvent<'a> {
     pub inbox_id: i64,
 }
 
+/// Whether any status of this wamid was recorded before.
+pub async fn has_status_events(db: impl PgExecutor<'_>, wamid: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM message_status_events WHERE wamid = $1)")
+        .bind(wamid)
+        .fetch_one(db)
+        .await
+}
+
 /// Records a status event once per `(wamid, status)`. Returns whether it was new.
 pub async fn insert_status_event(db: impl PgExecutor<'_>, e: &NewStatusEvent<'_>) -> sqlx::Result<bool> {
     let result = sqlx::query(

@@ -9,6 +9,7 @@
 
 pub mod http;
 pub mod processor;
+pub mod reconcile;
 pub mod settings;
 
 use std::net::SocketAddr;

@@ -306,8 +306,18 @@ async fn record_status(conn: &mut PgConnection, row: &InboxRow, status: &Status)
         error_detail: error.and_then(|e| e.details().or(e.message.as_deref())),
         inbox_id: row.inbox_id,
     };
-    webhooks::insert_status_event(&mut *conn, &event).await?;
+    let first_for_wamid = !webhooks::has_status_events(&mut *conn, wamid).await?;
+    let new_event = webhooks::insert_status_event(&mut *conn, &event).await?;
     webhooks::advance_delivery(&mut *conn, &event).await?;
+    if new_event && let Some(job_id) = job_id {
+        let reconciled = crate::reconcile::apply(&mut *conn, job_id, wamid, kind, error, first_for_wamid).await?;
+        if let Some(reconciled) = reconciled {
+            metrics::counter!("careline_webhook_reconciled_total", "outcome" => reconciled.as_str()).increment(1);
+            if reconciled == crate::reconcile::Reconciled::Duplicate {
+                metrics::counter!("careline_webhook_duplicate_sends_total").increment(1);
+            }
+        }
+    }
     Ok(kind.as_str())
 }
 

@@ -49,8 +49,9 @@ async fn a_booking_at_night_is_confirmed_at_eight_and_a_reminder_due_at_dawn_goe
     let sent = fleet.wait_for_messages_to(&ravi, 1).await;
     assert_eq!(sent[0].biz_opaque_callback_data, Some(confirmation.job_id.to_string()));
 
+    fleet.clock.set(reminder_48h.due_at);
+    fleet.wait_for_messages_to(&ravi, 2).await;
     fleet.clock.set(reminder_2h.due_at - chrono::Duration::minutes(1));
-    fleet.wait_for_messages_to(&ravi, 2).await; // the 48 h reminder, due earlier
     fleet.settle().await;
     assert_eq!(fleet.messages_to(&ravi).len(), 2, "the 2 h reminder is not due yet");
     fleet.clock.set(reminder_2h.due_at);
