@@ -40,15 +40,18 @@ use tokio_util::sync::CancellationToken;
 pub const HEADROOM: f64 = 0.015;
 /// A slot is handed to its job this long before it falls due, so the job's claim can commit in
 /// time for the call to leave on the slot.
-pub const LOOKAHEAD: Duration = Duration::from_millis(25);
+pub const LOOKAHEAD: Duration = Duration::from_millis(40);
 /// A lease covers at most this much of a number's time, so replicas share a saturated number
 /// in turns of 100 ms and one replica's urgent jobs wait at most that long for another's bulk.
 pub const LEASE_SPAN: Duration = Duration::from_millis(100);
 /// The most slots one lease takes.
 const MAX_LEASE: u32 = 256;
 /// A slot handed out later than this after its time is dropped rather than used late (a late
-/// call would bunch with the next one).
-const LATE_TOLERANCE: Duration = Duration::from_millis(5);
+/// call would bunch with the next one); a job whose claim committed later than this after its
+/// slot asks for another slot.
+pub const LATE_TOLERANCE: Duration = Duration::from_millis(5);
+/// How long a clock-offset sample stays the reference (see [`ClockMap`]).
+const OFFSET_SAMPLE_TTL: Duration = Duration::from_secs(30);
 /// Pause after a failed lease (PostgreSQL unreachable).
 const LEASE_RETRY: Duration = Duration::from_millis(250);
 
@@ -125,11 +128,43 @@ impl NumberPacers {
     }
 }
 
+/// Maps PostgreSQL's clock to this process's monotonic clock. Each lease reads PostgreSQL's
+/// clock somewhere inside its round trip; the sample with the shortest round trip bounds that
+/// uncertainty best (as NTP does), so it stays the reference until a sample nearly as tight
+/// arrives or it ages out.
+struct ClockMap {
+    /// PostgreSQL time at `at`, and the round trip it was measured with.
+    best: Option<(DateTime<Utc>, Instant, Duration)>,
+}
+
+impl ClockMap {
+    fn sample(&mut self, db_now: DateTime<Utc>, asked: Instant, answered: Instant) {
+        let rtt = answered - asked;
+        let midpoint = asked + rtt / 2;
+        let replace = match self.best {
+            None => true,
+            Some((_, at, best_rtt)) => rtt <= best_rtt + best_rtt / 2 || at.elapsed() > OFFSET_SAMPLE_TTL,
+        };
+        if replace {
+            self.best = Some((db_now, midpoint, rtt));
+        }
+    }
+
+    fn local(&self, db_at: DateTime<Utc>) -> Instant {
+        let (db_ref, local_ref, _) = self.best.expect("sampled before use");
+        match (db_at - db_ref).to_std() {
+            Ok(ahead) => local_ref + ahead,
+            Err(_) => local_ref.checked_sub((db_ref - db_at).to_std().unwrap_or_default()).unwrap_or(local_ref),
+        }
+    }
+}
+
 struct Pacer {
     number: String,
     mps: u32,
     period: Duration,
     pool: PgPool,
+    clock: ClockMap,
     urgent: VecDeque<oneshot::Sender<Slot>>,
     bulk: VecDeque<oneshot::Sender<Slot>>,
     slots: VecDeque<Slot>,
@@ -142,6 +177,7 @@ impl Pacer {
             mps,
             period: slot_period(mps),
             pool,
+            clock: ClockMap { best: None },
             urgent: VecDeque::new(),
             bulk: VecDeque::new(),
             slots: VecDeque::new(),
@@ -216,7 +252,7 @@ impl Pacer {
                     _ = tokio::time::sleep_until(hand_out_at) => {}
                 }
                 // Requests that came in meanwhile compete for this slot (urgent ones win).
-                continue_with_new_requests(&mut self, &mut requests);
+                take_new_requests(&mut self, &mut requests);
             }
             self.slots.pop_front();
             match self.next_waiter() {
@@ -235,23 +271,20 @@ impl Pacer {
     }
 
     /// Leases `n` slots from PostgreSQL and maps them to this process's clock.
-    async fn lease(&self, n: u32) -> sqlx::Result<Vec<Slot>> {
+    async fn lease(&mut self, n: u32) -> sqlx::Result<Vec<Slot>> {
         let asked = Instant::now();
         let lease = careline_store::sends::lease_slots(&self.pool, &self.number, n, self.period, LOOKAHEAD * 2).await?;
-        let answered = Instant::now();
-        // PostgreSQL read its clock about half way through the round trip.
-        let db_now_local = asked + (answered - asked) / 2;
+        self.clock.sample(lease.db_now, asked, Instant::now());
         Ok((0..n)
             .map(|i| {
                 let db_at = lease.first + chrono::Duration::from_std(lease.period * i).unwrap_or_default();
-                let ahead = (db_at - lease.db_now).to_std().unwrap_or_default();
-                Slot { at: db_now_local + ahead, db_at }
+                Slot { at: self.clock.local(db_at), db_at }
             })
             .collect())
     }
 }
 
-fn continue_with_new_requests(pacer: &mut Pacer, requests: &mut mpsc::UnboundedReceiver<SlotRequest>) {
+fn take_new_requests(pacer: &mut Pacer, requests: &mut mpsc::UnboundedReceiver<SlotRequest>) {
     while let Ok(request) = requests.try_recv() {
         pacer.push(request);
     }
@@ -324,7 +357,7 @@ mod tests {
             guard.try_take(&format!("{i:064x}")).unwrap();
         }
         assert_eq!(guard.len(), 1_000_000);
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(200));
         guard.forget_idle();
         assert!(guard.is_empty(), "{} recipients still remembered", guard.len());
     }

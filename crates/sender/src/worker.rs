@@ -361,7 +361,7 @@ impl Worker {
             return Ok(JobOutcome::Deferred { delay: self.policy.paused_recheck, reason: "number_paused" });
         }
         let portfolio = prepared.facility.portfolio().to_owned();
-        let in_window = view.tier_portfolios.iter().any(|p| *p == portfolio);
+        let in_window = view.tier_portfolios.contains(&portfolio);
         if !in_window && !self.tier.admit(&portfolio) {
             return Ok(JobOutcome::Deferred { delay: self.policy.tier_recheck, reason: "messaging_tier_full" });
         }
@@ -407,6 +407,19 @@ impl Worker {
         if resend {
             tracing::warn!(attempt, "resending after an unknown outcome");
             metrics::counter!("careline_sender_resends_total").increment(1);
+        }
+        let mut slot = slot;
+        // A claim that committed well after its slot would send late and bunch with the next
+        // slot's call: the job (still ours under its lease) takes the next slot instead.
+        while tokio::time::Instant::now() > slot.at + crate::limits::LATE_TOLERANCE {
+            metrics::counter!("careline_sender_late_claims_total").increment(1);
+            let Some(next) = self.pacers.slot(number, lane).await else {
+                // Stopping: no call left, so the claim is given back for the next sender.
+                sends::release_claim(&self.pool, job.job_id, owner, attempt).await?;
+                return Err(SendJobError::Stopping);
+            };
+            slot = next;
+            sends::repace(&self.pool, &prepared.recipient_key, slot.db_at).await?;
         }
         tokio::time::sleep_until(slot.at).await;
         self.call(&prepared, owner, attempt, view.send.as_ref().map_or(0, |s| s.pair_limit_hits)).await

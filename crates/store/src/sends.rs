@@ -425,6 +425,33 @@ pub async fn claim(
     Ok(claims.iter().map(|c| by_id.remove(&c.job_id).unwrap_or(ClaimResult::Lost)).collect())
 }
 
+/// Gives back a claim whose call never left (the sender is stopping): the attempt is taken
+/// back and the lease ended, so the next sender takes the job over at once instead of treating
+/// it as interrupted. Returns whether the row was still the claim's.
+pub async fn release_claim(db: impl PgExecutor<'_>, job_id: Uuid, owner: Uuid, attempt: i32) -> sqlx::Result<bool> {
+    let result = sqlx::query(
+        "UPDATE sends SET attempts = attempts - 1, owner = NULL, lease_until = NULL, updated_at = now()
+         WHERE job_id = $1 AND owner = $2 AND attempts = $3 AND state = 'sending'",
+    )
+    .bind(job_id)
+    .bind(owner)
+    .bind(attempt)
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// A claimed job moved to a later slot: the recipient's pacing follows, so the next message's
+/// claim measures the pair interval from when this one really leaves.
+pub async fn repace(db: impl PgExecutor<'_>, recipient_key: &str, slot_at: DateTime<Utc>) -> sqlx::Result<()> {
+    sqlx::query("UPDATE recipient_pacing SET last_at = greatest(last_at, $2) WHERE recipient_key = $1")
+        .bind(recipient_key)
+        .bind(slot_at)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 /// What came of call `attempt` of a job.
 #[derive(Debug, Clone)]
 pub struct CallOutcome {

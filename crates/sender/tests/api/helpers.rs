@@ -175,6 +175,17 @@ impl TestApp {
         self.running = Some(tokio::spawn(app.run_until_stopped(self.shutdown.clone())));
     }
 
+    /// Runs one more sender replica with this app's settings (same database, queues and
+    /// sandbox); it stops when the returned token fires or the test ends.
+    pub async fn spawn_replica(&self) -> (CancellationToken, JoinHandle<anyhow::Result<()>>) {
+        let stop = self.shutdown.child_token();
+        let app = Application::build_with_clock(self.settings.clone(), Arc::new(self.clock.clone()))
+            .await
+            .expect("build sender replica");
+        let running = tokio::spawn(app.run_until_stopped(stop.clone()));
+        (stop, running)
+    }
+
     /// Kills the running sender without any graceful step, like a crashed process.
     pub async fn crash(&mut self) {
         if let Some(running) = self.running.take() {
@@ -293,7 +304,7 @@ impl TestApp {
         .bind(&appointment_id)
         .bind(f.job_generation)
         .bind(f.kind)
-        .bind(now)
+        .bind(now - f.due_ago)
         .bind(f.job_state)
         .execute(&self.pool)
         .await
@@ -312,7 +323,13 @@ impl TestApp {
             .await
             .unwrap();
         }
-        JobDue { job_id, appointment_id, generation: f.job_generation, kind: f.kind.to_owned(), due_at: now }
+        JobDue {
+            job_id,
+            appointment_id,
+            generation: f.job_generation,
+            kind: f.kind.to_owned(),
+            due_at: now - f.due_ago,
+        }
     }
 }
 
@@ -349,6 +366,8 @@ pub struct Fixture {
     pub appointment_generation: i32,
     pub appointment_status: &'static str,
     pub starts_at: Option<DateTime<Utc>>,
+    /// How long ago the job fell due.
+    pub due_ago: ChronoDuration,
 }
 
 impl Default for Fixture {
@@ -363,6 +382,7 @@ impl Default for Fixture {
             appointment_generation: 1,
             appointment_status: "booked",
             starts_at: None,
+            due_ago: ChronoDuration::zero(),
         }
     }
 }

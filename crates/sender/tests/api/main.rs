@@ -4,5 +4,7 @@ mod crash;
 mod errors;
 mod helpers;
 mod limits;
+mod replicas;
 mod send;
 mod suppress;
+mod taxonomy;
