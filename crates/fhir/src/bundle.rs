@@ -103,7 +103,7 @@ pub fn read_bundle(bundle: Bundle, ctx: &Context<'_>) -> Result<ReadBundle, Issu
             format!("a Bundle may carry at most {MAX_ENTRIES} entries"),
         ));
     }
-    let read: Vec<(Option<String>, Result<(Method, Resource), Vec<Issue>>)> =
+    let read: Vec<(Option<String>, ReadEntry)> =
         bundle.entry.into_iter().map(|entry| (entry.full_url.clone(), read_entry(entry))).collect();
 
     let mut references = References::default();
@@ -152,7 +152,10 @@ fn infer_patient_facilities(entries: &mut [Result<Entry, Vec<Issue>>]) {
     }
 }
 
-fn read_entry(entry: BundleEntry) -> Result<(Method, Resource), Vec<Issue>> {
+/// An entry's method and resource, or its issues.
+type ReadEntry = Result<(Method, Resource), Vec<Issue>>;
+
+fn read_entry(entry: BundleEntry) -> ReadEntry {
     let Some(value) = entry.resource else {
         return Err(vec![Issue::error(IssueCode::Required, Some("resource"), "the entry has no resource")]);
     };

@@ -350,11 +350,8 @@ pub fn map_appointment(a: &Appointment, ctx: &Context<'_>) -> AppointmentReport 
         let element = format!("participant[{i}].actor.{}", reference_element(actor));
         match target(actor, ctx.references) {
             Target::Found { resource_type, id } => match resource_type.as_str() {
-                "Patient" => {
-                    if !patients.iter().any(|(p, _)| *p == id) {
-                        patients.push((id, element));
-                    }
-                }
+                "Patient" if !patients.iter().any(|(p, _)| *p == id) => patients.push((id, element)),
+                "Patient" => {}
                 "Location" => locations.push((id, element)),
                 "Practitioner" | "PractitionerRole" if r.clinician.is_none() => {
                     r.clinician = non_empty(actor.display.as_deref());
@@ -478,7 +475,9 @@ pub fn map_patient(p: &Patient, ctx: &Context<'_>) -> PatientReport {
             r.locations.set(fields::PHONE, format!("telecom[{index}].value"));
         }
         PhoneChoice::Unusable { index, reason } => {
-            r.issues.push(Issue::error(IssueCode::Value, Some(&format!("telecom[{index}].value")), reason));
+            let at = format!("telecom[{index}].value");
+            r.issues.push(Issue::error(IssueCode::Value, Some(&at), reason));
+            r.locations.set(fields::PHONE, at);
         }
         PhoneChoice::None => r.issues.push(Issue::warning(
             IssueCode::Incomplete,
@@ -538,7 +537,7 @@ pub fn choose_phone(telecom: &[ContactPoint], now: DateTime<Utc>) -> PhoneChoice
     let current = |c: &ContactPoint| {
         matches!(c.system.as_deref(), Some("phone" | "sms"))
             && c.use_.as_deref() != Some("old")
-            && !c.period.as_ref().and_then(|p| p.end.as_deref()).and_then(instant).is_some_and(|end| end < now)
+            && c.period.as_ref().and_then(|p| p.end.as_deref()).and_then(instant).is_none_or(|end| end >= now)
     };
     let mut candidates: Vec<(usize, &ContactPoint)> = telecom.iter().enumerate().filter(|(_, c)| current(c)).collect();
     candidates.sort_by_key(|(i, c)| (c.rank.unwrap_or(i64::MAX), *i));

@@ -10,13 +10,13 @@ use serde_json::Value;
 use crate::outcome::{Issue, IssueCode};
 use crate::resources::{Appointment, Bundle, Consent, Patient};
 
-/// A resource Careline accepts.
+/// A resource Careline accepts (boxed: they differ a lot in size, and a request holds few).
 #[derive(Debug, Clone)]
 pub enum Resource {
-    Patient(Patient),
-    Appointment(Appointment),
-    Consent(Consent),
-    Bundle(Bundle),
+    Patient(Box<Patient>),
+    Appointment(Box<Appointment>),
+    Consent(Box<Consent>),
+    Bundle(Box<Bundle>),
 }
 
 impl Resource {
