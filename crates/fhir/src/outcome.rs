@@ -81,6 +81,7 @@ impl Issue {
     pub fn rooted(&self, root: &str) -> OutcomeIssue {
         let expression = self.expression.as_deref().map(|relative| match relative {
             "" => root.to_owned(),
+            r if root.is_empty() => r.to_owned(),
             r if r.starts_with('[') => format!("{root}{r}"),
             r => format!("{root}.{r}"),
         });

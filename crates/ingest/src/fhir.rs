@@ -291,7 +291,11 @@ async fn single(
                 return Err(FhirError::new(
                     StatusCode::BAD_REQUEST,
                     OperationOutcome::of(
-                        &[Issue::error(IssueCode::Invalid, Some("id"), "the resource id differs from the id in the URL")],
+                        &[Issue::error(
+                            IssueCode::Invalid,
+                            Some("id"),
+                            "the resource id differs from the id in the URL",
+                        )],
                         expected,
                     ),
                 ));
@@ -387,7 +391,8 @@ pub async fn post_bundle(State(app): State<AppState>, request: FhirRequest) -> R
                     })
                     .unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
                 let mut issues: Vec<OutcomeIssue> = refusals.into_iter().flat_map(|r| r.issues.clone()).collect();
-                issues.push(Issue::information("the transaction was refused as a whole: nothing was applied").rooted(""));
+                issues
+                    .push(Issue::information("the transaction was refused as a whole: nothing was applied").rooted(""));
                 return Err(FhirError::new(status, OperationOutcome::new(issues)));
             }
             for (index, entry) in prepared.into_iter().enumerate() {
@@ -403,7 +408,10 @@ pub async fn post_bundle(State(app): State<AppState>, request: FhirRequest) -> R
                     );
                     e
                 })?;
-                responses.push(entry_response(method, p.outcome(&format!("{}.resource", bundle::entry_root(index)), &applied)));
+                responses.push(entry_response(
+                    method,
+                    p.outcome(&format!("{}.resource", bundle::entry_root(index)), &applied),
+                ));
             }
             count("Bundle", "accepted");
         }
@@ -480,7 +488,10 @@ struct Refused {
 /// What one accepted resource does.
 #[derive(Debug)]
 enum Action {
-    Publish { event: Event, occurred_at: Option<DateTime<Utc>> },
+    Publish {
+        event: Event,
+        occurred_at: Option<DateTime<Utc>>,
+    },
     RecordConsent(ConsentStatement),
     /// Acknowledged; its warnings say why nothing was recorded.
     Nothing,
@@ -632,8 +643,13 @@ fn prepare_patient(app: &AppState, caller: &Caller, r: PatientReport) -> Result<
         language: r.language.clone(),
         consent: None,
     };
-    let validated =
-        api::validate_patient(&app.network, r.patient_id.as_deref().unwrap_or_default(), body, &caller.source, app.clock.now());
+    let validated = api::validate_patient(
+        &app.network,
+        r.patient_id.as_deref().unwrap_or_default(),
+        body,
+        &caller.source,
+        app.clock.now(),
+    );
     let (event, errors): (Option<PatientUpserted>, _) = match validated {
         Ok(event) => (Some(event), Vec::new()),
         Err(errors) => (None, errors),
@@ -744,13 +760,9 @@ async fn execute(app: &AppState, caller: &Caller, prepared: &Prepared) -> Result
 /// The same statement from the same source is recorded once, however often it is re-sent.
 fn consent_dedupe_key(source: &str, s: &ConsentStatement) -> String {
     let mut hash = Sha256::new();
-    for part in [
-        source,
-        &s.patient_id,
-        s.state.as_str(),
-        &s.recorded_at.to_rfc3339(),
-        s.evidence.as_deref().unwrap_or(""),
-    ] {
+    for part in
+        [source, &s.patient_id, s.state.as_str(), &s.recorded_at.to_rfc3339(), s.evidence.as_deref().unwrap_or("")]
+    {
         hash.update(part.as_bytes());
         hash.update([0]);
     }
@@ -776,13 +788,15 @@ mod tests {
         assert!(accepts_fhir_json(&headers));
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/fhir+xml"));
         assert!(!accepts_fhir_json(&headers));
-        headers.insert(header::ACCEPT, HeaderValue::from_static("application/fhir+xml;q=1, application/fhir+json;q=0.9"));
+        headers
+            .insert(header::ACCEPT, HeaderValue::from_static("application/fhir+xml;q=1, application/fhir+json;q=0.9"));
         assert!(accepts_fhir_json(&headers));
     }
 
     #[test]
     fn refusals_are_rooted_where_the_resource_sits() {
-        let issues = [Issue::error(IssueCode::Value, Some("start"), "bad"), Issue::error(IssueCode::Value, Some(""), "x")];
+        let issues =
+            [Issue::error(IssueCode::Value, Some("start"), "bad"), Issue::error(IssueCode::Value, Some(""), "x")];
         let r = Refusal::new(StatusCode::UNPROCESSABLE_ENTITY, &issues).rooted("Bundle.entry[1].resource");
         assert_eq!(r.issues[0].expression.as_ref().unwrap()[0], "Bundle.entry[1].resource.start");
         assert_eq!(r.issues[1].expression.as_ref().unwrap()[0], "Bundle.entry[1].resource");
@@ -796,7 +810,13 @@ mod tests {
             recorded_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
             evidence: None,
         };
-        assert_eq!(consent_dedupe_key("his", &s(ConsentState::OptedIn)), consent_dedupe_key("his", &s(ConsentState::OptedIn)));
-        assert_ne!(consent_dedupe_key("his", &s(ConsentState::OptedIn)), consent_dedupe_key("his", &s(ConsentState::OptedOut)));
+        assert_eq!(
+            consent_dedupe_key("his", &s(ConsentState::OptedIn)),
+            consent_dedupe_key("his", &s(ConsentState::OptedIn))
+        );
+        assert_ne!(
+            consent_dedupe_key("his", &s(ConsentState::OptedIn)),
+            consent_dedupe_key("his", &s(ConsentState::OptedOut))
+        );
     }
 }
