@@ -85,9 +85,33 @@ fn seed() -> u64 {
 }
 
 const ODD_STRINGS: &[&str] = &[
-    "", " ", "\u{0}", "\u{7}x", "Patient/", "/", "//", "Patient//_history/", "urn:uuid:", "#", "2026-02-30T25:61:00Z",
-    "+", "+0", "00", "+999999999999999999", "9999-12-31T23:59:59+14:00", "-0001-01-01T00:00:00Z", "ﬀ", "👩‍⚕️",
-    "booked", "mobile", "phone", "active", "deny", "MR", "Location/city", "Patient/P-1/_history/2/x",
+    "",
+    " ",
+    "\u{0}",
+    "\u{7}x",
+    "Patient/",
+    "/",
+    "//",
+    "Patient//_history/",
+    "urn:uuid:",
+    "#",
+    "2026-02-30T25:61:00Z",
+    "+",
+    "+0",
+    "00",
+    "+999999999999999999",
+    "9999-12-31T23:59:59+14:00",
+    "-0001-01-01T00:00:00Z",
+    "ﬀ",
+    "👩‍⚕️",
+    "booked",
+    "mobile",
+    "phone",
+    "active",
+    "deny",
+    "MR",
+    "Location/city",
+    "Patient/P-1/_history/2/x",
 ];
 
 fn random_value(rng: &mut StdRng, depth: u32) -> Value {

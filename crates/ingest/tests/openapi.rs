@@ -55,9 +55,9 @@ fn routed() -> BTreeSet<(String, String)> {
         let rest = &line[".route(\"".len()..];
         let (path, handlers) = rest.split_once('"').expect("a quoted path");
         for method in METHODS {
-            let called = handlers
-                .match_indices(&format!("{method}("))
-                .any(|(at, _)| at == 0 || !handlers.as_bytes()[at - 1].is_ascii_alphanumeric() && handlers.as_bytes()[at - 1] != b'_');
+            let called = handlers.match_indices(&format!("{method}(")).any(|(at, _)| {
+                at == 0 || !handlers.as_bytes()[at - 1].is_ascii_alphanumeric() && handlers.as_bytes()[at - 1] != b'_'
+            });
             if called {
                 operations.insert((method.to_owned(), path.to_owned()));
             }
