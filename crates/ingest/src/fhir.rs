@@ -81,15 +81,7 @@ impl FhirError {
 
     /// A body that is not the resource expected: 400, the element named from the resource root.
     fn read(error: ReadError) -> Self {
-        let root = error.resource_type.as_deref().unwrap_or("");
-        let issue = match (root, error.issue.expression.as_deref()) {
-            ("", Some(expression)) => {
-                let mut issue = error.issue.rooted("");
-                issue.expression = Some(vec![expression.to_owned()]);
-                issue
-            }
-            _ => error.issue.rooted(root),
-        };
+        let issue = error.issue.rooted(error.resource_type.as_deref().unwrap_or(""));
         Self::new(StatusCode::BAD_REQUEST, OperationOutcome::new(vec![issue]))
     }
 

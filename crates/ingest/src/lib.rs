@@ -3,6 +3,9 @@
 //! send, and answers `202 Accepted` only after RabbitMQ has confirmed the resulting event.
 //! A 2xx therefore means the event can no longer be lost; anything else means nothing was
 //! published and the client should fix the request (4xx) or retry (503).
+//!
+//! The same operations are served as FHIR R4 under `/fhir` ([`fhir`]) and as HL7 v2 SIU over
+//! MLLP ([`mllp`]); `GET /openapi.json` describes the HTTP API ([`openapi`]).
 #![forbid(unsafe_code)]
 
 pub mod api;
