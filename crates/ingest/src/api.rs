@@ -217,6 +217,15 @@ impl Checks {
     }
 }
 
+/// An identifier as the JSON API accepts it (see [`MAX_ID_CHARS`]), or why not.
+pub fn check_id(field: &str, value: &str) -> Result<String, FieldError> {
+    let mut c = Checks::default();
+    match c.id(field, value) {
+        Some(id) => Ok(id),
+        None => Err(c.errors.pop().unwrap_or_else(|| FieldError::new(field, "is not a valid identifier"))),
+    }
+}
+
 /// A BCP 47-shaped tag: a 2–3 letter primary language, then alphanumeric subtags of 1–8
 /// characters separated by `-` (`_` is tolerated, as many hospital systems write `pt_BR`).
 pub fn is_language_tag(tag: &str) -> bool {

@@ -3,12 +3,17 @@
 //! send, and answers `202 Accepted` only after RabbitMQ has confirmed the resulting event.
 //! A 2xx therefore means the event can no longer be lost; anything else means nothing was
 //! published and the client should fix the request (4xx) or retry (503).
+//!
+//! The same operations are served as FHIR R4 under `/fhir` ([`fhir`]) and as HL7 v2 SIU over
+//! MLLP ([`mllp`]); `GET /openapi.json` describes the HTTP API ([`openapi`]).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod auth;
 pub mod body;
+pub mod fhir;
 pub mod mllp;
+pub mod openapi;
 pub mod problem;
 
 use std::net::SocketAddr;
@@ -19,9 +24,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::Uri;
 use axum::middleware::{self, Next};
-use axum::response::Response;
-use axum::routing::{post, put};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
 use careline_bus::{BusSettings, PublishError, Publisher};
 use careline_domain::events::{Envelope, Event};
 use careline_domain::facility::NetworkConfig;
@@ -92,6 +98,8 @@ pub struct AppState(Arc<Shared>);
 
 pub struct Shared {
     pub network: NetworkConfig,
+    /// API tokens, and the consent log a FHIR `Consent` is appended to.
+    pub pool: PgPool,
     pub publisher: Arc<Publisher>,
     pub verifier: TokenVerifier,
     pub clock: Arc<dyn Clock>,
@@ -108,9 +116,15 @@ impl std::ops::Deref for AppState {
 
 impl Shared {
     /// Publishes one event and waits for the broker's confirm; the event id on success.
-    #[tracing::instrument(skip_all, fields(event = event.routing_key(), event_id))]
     pub async fn publish(&self, event: Event) -> Result<Uuid, Problem> {
-        let envelope = Envelope::new(event, self.clock.now());
+        self.publish_at(event, self.clock.now()).await
+    }
+
+    /// [`Shared::publish`] for an event that occurred at `occurred_at` (a FHIR resource's
+    /// `meta.lastUpdated`): consumers that order by it (patient profiles) see the source's time.
+    #[tracing::instrument(skip_all, fields(event = event.routing_key(), event_id))]
+    pub async fn publish_at(&self, event: Event, occurred_at: chrono::DateTime<chrono::Utc>) -> Result<Uuid, Problem> {
+        let envelope = Envelope::new(event, occurred_at);
         tracing::Span::current().record("event_id", tracing::field::display(envelope.message_id));
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.publish_timeout, self.publisher.publish(&envelope)).await;
@@ -167,6 +181,7 @@ impl Application {
         let publisher = Arc::new(Publisher::new(settings.bus.clone(), "ingest"));
         let state = AppState(Arc::new(Shared {
             network,
+            pool: pool.clone(),
             publisher,
             verifier: TokenVerifier::new(pool.clone(), clock.clone(), settings.token_cache_ttl),
             clock,
@@ -253,11 +268,32 @@ fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/patients/{patient_id}", put(api::put_patient))
         .route("/v1/appointments/{appointment_id}", put(api::put_appointment))
         .route("/v1/appointments/{appointment_id}/cancel", post(api::cancel_appointment))
-        .fallback(api::not_found)
-        .method_not_allowed_fallback(api::method_not_allowed)
+        .route("/fhir", post(fhir::post_bundle))
+        .route("/fhir/Appointment", post(fhir::post_appointment))
+        .route("/fhir/Appointment/{id}", put(fhir::put_appointment))
+        .route("/fhir/Patient", post(fhir::post_patient))
+        .route("/fhir/Patient/{id}", put(fhir::put_patient))
+        .route("/fhir/Consent", post(fhir::post_consent))
+        .route("/fhir/Consent/{id}", put(fhir::put_consent))
+        .route("/openapi.json", get(openapi::document))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn(count_requests))
         .with_state(state)
+}
+
+/// 404 as problem+json, or as an OperationOutcome under `/fhir`.
+async fn not_found(uri: Uri) -> Response {
+    if fhir::is_fhir_path(uri.path()) { fhir::not_found() } else { api::not_found().await.into_response() }
+}
+
+async fn method_not_allowed(uri: Uri) -> Response {
+    if fhir::is_fhir_path(uri.path()) {
+        fhir::method_not_allowed()
+    } else {
+        api::method_not_allowed().await.into_response()
+    }
 }
 
 /// `careline_ingest_requests_total{route,status}`; the route is the template, never the ids.
