@@ -12,6 +12,8 @@
 //! hours 21:00–08:00 local).
 #![forbid(unsafe_code)]
 
+pub mod otlp;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;

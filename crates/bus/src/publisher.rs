@@ -4,6 +4,9 @@
 //! when the broker has taken responsibility for the message (quorum queues confirm after the
 //! write is replicated). A nack, or a message returned because no queue is bound, is an error,
 //! so a caller never tells its client "accepted" for something that could still be lost.
+//!
+//! Every publish has a `PRODUCER` span and carries its W3C trace context in the AMQP headers
+//! (`traceparent`), so the consumer's span continues the same trace.
 
 use std::collections::HashMap;
 
@@ -13,6 +16,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::Mutex;
+use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::topology::{BusSettings, Topology};
@@ -86,67 +90,116 @@ impl Publisher {
     }
 
     /// Publishes several events, then waits for all their confirms (far faster than one by
-    /// one). On error, some may have been confirmed; callers publish idempotent events.
+    /// one). On error, some may have been confirmed; callers publish idempotent events. Each
+    /// event's `publish` span is a child of the current span.
     pub async fn publish_all(&self, envelopes: &[Envelope]) -> Result<(), PublishError> {
-        match self.try_publish_all(envelopes).await {
+        let batch: Vec<(&Envelope, Option<&str>)> = envelopes.iter().map(|e| (e, None)).collect();
+        self.publish_traced(&batch).await.map(|_| ())
+    }
+
+    /// [`Publisher::publish_all`] for work that continues a stored trace: each event's
+    /// `publish` span is a child of its `traceparent` when given (the current span otherwise).
+    /// Returns the `traceparent` of each event's `publish` span (`None` when tracing is off),
+    /// so the caller can store where the message entered the trace.
+    pub async fn publish_traced(
+        &self,
+        batch: &[(&Envelope, Option<&str>)],
+    ) -> Result<Vec<Option<String>>, PublishError> {
+        match self.try_publish_all(batch).await {
             Err(PublishError::Unavailable(first)) => {
                 tracing::warn!(error = %first, "publish failed; reconnecting once");
                 self.forget().await;
-                self.try_publish_all(envelopes).await
+                self.try_publish_all(batch).await
             }
             other => other,
         }
     }
 
-    async fn try_publish_all(&self, envelopes: &[Envelope]) -> Result<(), PublishError> {
+    async fn try_publish_all(&self, batch: &[(&Envelope, Option<&str>)]) -> Result<Vec<Option<String>>, PublishError> {
         let channel = self.channel().await?;
-        let mut pending = Vec::with_capacity(envelopes.len());
-        for envelope in envelopes {
+        let mut pending = Vec::with_capacity(batch.len());
+        for (envelope, parent) in batch {
             let key = envelope.event.routing_key();
+            let exchange = self.topology.exchange_for(key);
+            let span = publish_span(&exchange, key, envelope, *parent);
             let payload = serde_json::to_vec(envelope)?;
             let props = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type("application/json".into())
                 .with_message_id(envelope.message_id.to_string().into())
                 .with_type(key.into())
-                .with_headers(trace_headers());
+                .with_headers(trace_headers(&span));
             let confirm = channel
                 .basic_publish(
-                    self.topology.exchange_for(key).into(),
+                    exchange.into(),
                     key.into(),
                     BasicPublishOptions { mandatory: true, ..Default::default() },
                     &payload,
                     props,
                 )
+                .instrument(span.clone())
                 .await;
             match confirm {
-                Ok(c) => pending.push((key, c)),
+                Ok(c) => pending.push((key, c, span)),
                 Err(e) => {
+                    fail_span(&span, &e);
                     self.forget().await;
                     return Err(e.into());
                 }
             }
         }
-        for (key, confirm) in pending {
-            match confirm.await {
-                Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {}
-                Ok(Confirmation::Ack(Some(_))) => return Err(PublishError::Unroutable(key.to_owned())),
-                Ok(Confirmation::Nack(_)) => return Err(PublishError::Nacked),
+        let mut traceparents = Vec::with_capacity(pending.len());
+        for (key, confirm, span) in pending {
+            let outcome = match confirm.instrument(span.clone()).await {
+                Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => Ok(()),
+                Ok(Confirmation::Ack(Some(_))) => Err(PublishError::Unroutable(key.to_owned())),
+                Ok(Confirmation::Nack(_)) => Err(PublishError::Nacked),
                 Err(e) => {
                     self.forget().await;
-                    return Err(e.into());
+                    Err(e.into())
                 }
+            };
+            if let Err(e) = outcome {
+                fail_span(&span, &e);
+                return Err(e);
             }
+            traceparents.push(careline_telemetry::trace_context::traceparent_of(&span));
         }
-        metrics::counter!("careline_events_published_total").increment(envelopes.len() as u64);
-        Ok(())
+        metrics::counter!("careline_events_published_total").increment(batch.len() as u64);
+        Ok(traceparents)
     }
 }
 
-/// W3C trace context of the current span, as AMQP headers (`traceparent`, `tracestate`).
-fn trace_headers() -> FieldTable {
+/// The `PRODUCER` span of one publish, with the OpenTelemetry messaging attributes (RabbitMQ:
+/// the destination is the exchange, the routing key has its own attribute). It lasts until the
+/// broker's confirm.
+fn publish_span(exchange: &str, routing_key: &str, envelope: &Envelope, parent: Option<&str>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = %format_args!("publish {exchange}"),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "send",
+        messaging.operation.name = "publish",
+        messaging.destination.name = %exchange,
+        messaging.rabbitmq.destination.routing_key = %routing_key,
+        messaging.message.id = %envelope.message_id,
+    );
+    careline_telemetry::trace_context::set_parent_from_traceparent(&span, parent);
+    span
+}
+
+fn fail_span(span: &tracing::Span, error: &dyn std::fmt::Display) {
+    span.record("otel.status_code", "error");
+    span.record("error.type", tracing::field::display(error));
+}
+
+/// W3C trace context of `span`, as AMQP headers (`traceparent`, `tracestate`).
+fn trace_headers(span: &tracing::Span) -> FieldTable {
     let mut carrier: HashMap<String, String> = HashMap::new();
-    let context = tracing::Span::current().context();
+    let context = span.context();
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut carrier));
     let mut headers = FieldTable::default();
     for (k, v) in carrier {

@@ -108,7 +108,7 @@ impl std::ops::Deref for AppState {
 
 impl Shared {
     /// Publishes one event and waits for the broker's confirm; the event id on success.
-    #[tracing::instrument(skip_all, fields(event = event.routing_key(), event_id))]
+    #[tracing::instrument(name = "ingest.publish_event", skip_all, fields(event = event.routing_key(), event_id))]
     pub async fn publish(&self, event: Event) -> Result<Uuid, Problem> {
         let envelope = Envelope::new(event, self.clock.now());
         tracing::Span::current().record("event_id", tracing::field::display(envelope.message_id));
@@ -257,6 +257,7 @@ fn router(state: AppState, max_body_bytes: usize) -> Router {
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn(count_requests))
+        .route_layer(middleware::from_fn(careline_telemetry::trace_context::trace_http_request))
         .with_state(state)
 }
 
