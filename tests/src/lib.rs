@@ -109,7 +109,7 @@ fn sandbox_templates() -> Vec<TemplateSpec> {
 }
 
 /// One of the fleet's services.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Component {
     Ingest,
     Scheduler,
@@ -184,6 +184,8 @@ pub struct Fleet {
     sender: Option<Running>,
     webhook_consumer: Option<Running>,
     sandbox_shutdown: CancellationToken,
+    /// Where each component serves `/healthz`, `/readyz` and `/metrics` (its latest start).
+    admin_addrs: std::sync::Mutex<std::collections::HashMap<Component, SocketAddr>>,
 }
 
 impl Drop for Fleet {
@@ -346,6 +348,7 @@ pub async fn spawn_fleet() -> Fleet {
         sender: None,
         webhook_consumer: None,
         sandbox_shutdown,
+        admin_addrs: Default::default(),
     };
     let admin = webhook_app.admin_addr();
     fleet.webhook_consumer = Some(spawn(|t| webhook_app.run_until_stopped(t)));
@@ -433,7 +436,14 @@ impl Fleet {
         let _ = running.task.await;
     }
 
+    /// The admin address (`/metrics`, `/readyz`) of a running component.
+    pub fn admin_addr(&self, component: Component) -> SocketAddr {
+        let addrs = self.admin_addrs.lock().unwrap_or_else(|p| p.into_inner());
+        *addrs.get(&component).unwrap_or_else(|| panic!("{component:?} was never started"))
+    }
+
     async fn wait_ready(&self, component: Component, admin: SocketAddr) {
+        self.admin_addrs.lock().unwrap_or_else(|p| p.into_inner()).insert(component, admin);
         let url = format!("http://{admin}/readyz");
         let http = &self.http;
         wait_until(&format!("{component:?} is ready"), DEADLINE, || async {

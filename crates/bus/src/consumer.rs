@@ -59,6 +59,7 @@ pub async fn run_consumer<F, Fut>(
     F: Fn(Envelope, bool) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Handling> + Send + 'static,
 {
+    crate::describe_metrics();
     let mut delays = crate::reconnect_delays();
     while !shutdown.is_cancelled() {
         match consume_until_error(&bus, &settings, &readiness, &shutdown, handler.clone()).await {

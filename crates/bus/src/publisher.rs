@@ -45,6 +45,7 @@ pub struct Publisher {
 impl Publisher {
     /// A publisher that connects on first use (so a service can start while the broker is down).
     pub fn new(settings: BusSettings, name: &str) -> Self {
+        crate::describe_metrics();
         let topology = Topology::new(&settings.prefix);
         Self { settings, topology, name: name.to_owned(), link: Mutex::new(None) }
     }

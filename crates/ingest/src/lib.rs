@@ -158,6 +158,7 @@ impl Application {
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         // Install the metrics recorder now, so requests served before the first scrape count.
         careline_telemetry::metrics_handle();
+        describe_metrics();
         let text = std::fs::read_to_string(&settings.config_path)
             .with_context(|| format!("reading CARELINE_CONFIG file {}", settings.config_path.display()))?;
         let network = NetworkConfig::from_toml(&text)
@@ -259,6 +260,28 @@ fn router(state: AppState, max_body_bytes: usize) -> Router {
         .layer(middleware::from_fn(count_requests))
         .route_layer(middleware::from_fn(careline_telemetry::trace_context::trace_http_request))
         .with_state(state)
+}
+
+/// HELP text for ingest's metrics (the recorder must be installed first).
+fn describe_metrics() {
+    metrics::describe_counter!(
+        "careline_ingest_requests_total",
+        "HTTP requests to the ingest API, by route template and status code."
+    );
+    metrics::describe_histogram!(
+        "careline_ingest_publish_seconds",
+        metrics::Unit::Seconds,
+        "Time from a request's event being ready to the broker's confirm (or the timeout)."
+    );
+    metrics::describe_counter!(
+        "careline_ingest_mllp_connections_total",
+        "HL7 MLLP connections, by outcome (accepted, refused by the allowlist)."
+    );
+    metrics::describe_counter!(
+        "careline_ingest_hl7_messages_total",
+        "HL7 v2 messages received over MLLP, by trigger event and outcome (the ACK code sent)."
+    );
+    careline_bus::describe_metrics();
 }
 
 /// `careline_ingest_requests_total{route,status}`; the route is the template, never the ids.

@@ -153,6 +153,10 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // Another recorder may already be installed (a test harness); the handle still renders ours.
             let _ = metrics::set_global_recorder(recorder);
+            metrics::describe_gauge!(
+                "careline_dependency_up",
+                "Whether a dependency this process needs (database, broker) is reachable: 1 up, 0 down."
+            );
             handle
         })
         .clone()

@@ -5,5 +5,6 @@
 mod consent;
 mod crash;
 mod lifecycle;
+mod metrics;
 mod quiet_hours;
 mod replanning;
