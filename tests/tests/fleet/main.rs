@@ -6,5 +6,6 @@ mod consent;
 mod crash;
 mod lifecycle;
 mod metrics;
+mod operator;
 mod quiet_hours;
 mod replanning;
