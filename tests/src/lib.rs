@@ -12,6 +12,8 @@
 //! hours 21:00–08:00 local).
 #![forbid(unsafe_code)]
 
+pub mod otlp;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -107,7 +109,7 @@ fn sandbox_templates() -> Vec<TemplateSpec> {
 }
 
 /// One of the fleet's services.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Component {
     Ingest,
     Scheduler,
@@ -182,6 +184,8 @@ pub struct Fleet {
     sender: Option<Running>,
     webhook_consumer: Option<Running>,
     sandbox_shutdown: CancellationToken,
+    /// Where each component serves `/healthz`, `/readyz` and `/metrics` (its latest start).
+    admin_addrs: std::sync::Mutex<std::collections::HashMap<Component, SocketAddr>>,
 }
 
 impl Drop for Fleet {
@@ -348,6 +352,7 @@ pub async fn spawn_fleet() -> Fleet {
         sender: None,
         webhook_consumer: None,
         sandbox_shutdown,
+        admin_addrs: Default::default(),
     };
     let admin = webhook_app.admin_addr();
     fleet.webhook_consumer = Some(spawn(|t| webhook_app.run_until_stopped(t)));
@@ -435,7 +440,14 @@ impl Fleet {
         let _ = running.task.await;
     }
 
+    /// The admin address (`/metrics`, `/readyz`) of a running component.
+    pub fn admin_addr(&self, component: Component) -> SocketAddr {
+        let addrs = self.admin_addrs.lock().unwrap_or_else(|p| p.into_inner());
+        *addrs.get(&component).unwrap_or_else(|| panic!("{component:?} was never started"))
+    }
+
     async fn wait_ready(&self, component: Component, admin: SocketAddr) {
+        self.admin_addrs.lock().unwrap_or_else(|p| p.into_inner()).insert(component, admin);
         let url = format!("http://{admin}/readyz");
         let http = &self.http;
         wait_until(&format!("{component:?} is ready"), DEADLINE, || async {

@@ -59,6 +59,7 @@ pub async fn run_consumer<F, Fut>(
     F: Fn(Envelope, bool) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Handling> + Send + 'static,
 {
+    crate::describe_metrics();
     let mut delays = crate::reconnect_delays();
     while !shutdown.is_cancelled() {
         match consume_until_error(&bus, &settings, &readiness, &shutdown, handler.clone()).await {
@@ -147,13 +148,30 @@ where
     F: Fn(Envelope, bool) -> Fut,
     Fut: Future<Output = Handling>,
 {
-    let span = tracing::info_span!("consume", messaging.system = "rabbitmq", messaging.destination.name = %queue, message_id = tracing::field::Empty);
+    let exchange = delivery.exchange.as_str();
+    // `CONSUMER` span, child of the publish span whose `traceparent` the message carries.
+    let span = tracing::info_span!(
+        "process",
+        otel.name = %format_args!("process {exchange}"),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = %exchange,
+        messaging.destination.subscription.name = %queue,
+        messaging.rabbitmq.destination.routing_key = %delivery.routing_key,
+        messaging.rabbitmq.message.delivery_tag = delivery.delivery_tag,
+        messaging.message.id = tracing::field::Empty,
+        messaging.careline.redelivered = delivery.redelivered,
+    );
     let _ = span.set_parent(parent_context(&delivery.properties));
     let started = std::time::Instant::now();
     let handling = async {
         match serde_json::from_slice::<Envelope>(&delivery.data) {
             Ok(envelope) => {
-                tracing::Span::current().record("message_id", tracing::field::display(envelope.message_id));
+                tracing::Span::current().record("messaging.message.id", tracing::field::display(envelope.message_id));
                 handler(envelope, delivery.redelivered).await
             }
             Err(e) => Handling::Reject(format!("not a Careline envelope: {e}")),
@@ -166,6 +184,8 @@ where
         Handling::Ack => delivery.ack(BasicAckOptions::default()).await,
         Handling::Requeue => delivery.nack(BasicNackOptions { requeue: true, multiple: false }).await,
         Handling::Reject(reason) => {
+            span.record("otel.status_code", "error");
+            span.record("error.type", "rejected");
             tracing::error!(reason = %reason, "dead-lettering message");
             delivery.nack(BasicNackOptions { requeue: false, multiple: false }).await
         }

@@ -10,6 +10,32 @@ pub use consumer::{ConsumerSettings, Handling, run_consumer};
 pub use publisher::{PublishError, Publisher};
 pub use topology::{BusSettings, Topology};
 
+/// Registers HELP text for the bus's metrics with the process's Prometheus recorder (installing
+/// it if need be). Called by every publisher and consumer, so each service exposes them.
+pub fn describe_metrics() {
+    static DESCRIBED: std::sync::Once = std::sync::Once::new();
+    DESCRIBED.call_once(|| {
+        careline_telemetry::metrics_handle();
+        metrics::describe_counter!(
+            "careline_events_published_total",
+            "Messages published to RabbitMQ and confirmed by the broker."
+        );
+        metrics::describe_counter!(
+            "careline_messages_consumed_total",
+            "Deliveries handled, by queue and outcome (ack, requeue, reject = dead-lettered)."
+        );
+        metrics::describe_histogram!(
+            "careline_message_handling_seconds",
+            metrics::Unit::Seconds,
+            "Time from delivery to the handler's decision, by queue."
+        );
+        metrics::describe_counter!(
+            "careline_broker_reconnects_total",
+            "Times a consumer lost its broker connection and reconnected, by queue."
+        );
+    });
+}
+
 /// Opens a connection named after the service (shown in the management UI).
 pub(crate) async fn connect(settings: &BusSettings, name: &str) -> lapin::Result<lapin::Connection> {
     let props = lapin::ConnectionProperties::default().with_connection_name(name.to_owned().into());

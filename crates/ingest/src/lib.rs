@@ -122,7 +122,7 @@ impl Shared {
 
     /// [`Shared::publish`] for an event that occurred at `occurred_at` (a FHIR resource's
     /// `meta.lastUpdated`): consumers that order by it (patient profiles) see the source's time.
-    #[tracing::instrument(skip_all, fields(event = event.routing_key(), event_id))]
+    #[tracing::instrument(name = "ingest.publish_event", skip_all, fields(event = event.routing_key(), event_id))]
     pub async fn publish_at(&self, event: Event, occurred_at: chrono::DateTime<chrono::Utc>) -> Result<Uuid, Problem> {
         let envelope = Envelope::new(event, occurred_at);
         tracing::Span::current().record("event_id", tracing::field::display(envelope.message_id));
@@ -172,6 +172,7 @@ impl Application {
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         // Install the metrics recorder now, so requests served before the first scrape count.
         careline_telemetry::metrics_handle();
+        describe_metrics();
         let text = std::fs::read_to_string(&settings.config_path)
             .with_context(|| format!("reading CARELINE_CONFIG file {}", settings.config_path.display()))?;
         let network = NetworkConfig::from_toml(&text)
@@ -280,6 +281,7 @@ fn router(state: AppState, max_body_bytes: usize) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn(count_requests))
+        .route_layer(middleware::from_fn(careline_telemetry::trace_context::trace_http_request))
         .with_state(state)
 }
 
@@ -294,6 +296,28 @@ async fn method_not_allowed(uri: Uri) -> Response {
     } else {
         api::method_not_allowed().await.into_response()
     }
+}
+
+/// HELP text for ingest's metrics (the recorder must be installed first).
+fn describe_metrics() {
+    metrics::describe_counter!(
+        "careline_ingest_requests_total",
+        "HTTP requests to the ingest API, by route template and status code."
+    );
+    metrics::describe_histogram!(
+        "careline_ingest_publish_seconds",
+        metrics::Unit::Seconds,
+        "Time from a request's event being ready to the broker's confirm (or the timeout)."
+    );
+    metrics::describe_counter!(
+        "careline_ingest_mllp_connections_total",
+        "HL7 MLLP connections, by outcome (accepted, refused by the allowlist)."
+    );
+    metrics::describe_counter!(
+        "careline_ingest_hl7_messages_total",
+        "HL7 v2 messages received over MLLP, by trigger event and outcome (the ACK code sent)."
+    );
+    careline_bus::describe_metrics();
 }
 
 /// `careline_ingest_requests_total{route,status}`; the route is the template, never the ids.

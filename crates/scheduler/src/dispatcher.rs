@@ -49,7 +49,8 @@ impl Dispatcher {
     }
 
     /// One round: claim, publish, mark. Returns how many jobs were handed over.
-    #[tracing::instrument(skip_all)]
+    // Debug level: at `info` every tick, busy or idle, would export a root span.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn dispatch_once(&self) -> Result<usize, DispatchError> {
         let now = self.clock.now();
         let claimed = jobs::claim_due(&self.pool, now, &self.worker_id, self.lease, self.batch).await?;
@@ -57,10 +58,10 @@ impl Dispatcher {
             return Ok(0);
         }
         let ids: Vec<uuid::Uuid> = claimed.iter().map(|j| j.job_id).collect();
-        let envelopes: Vec<Envelope> = claimed
+        let envelopes: Vec<(Envelope, Option<String>)> = claimed
             .into_iter()
             .map(|j| {
-                Envelope::new(
+                let envelope = Envelope::new(
                     Event::JobDue(JobDue {
                         job_id: j.job_id,
                         appointment_id: j.appointment_id,
@@ -69,16 +70,22 @@ impl Dispatcher {
                         due_at: j.due_at,
                     }),
                     now,
-                )
+                );
+                (envelope, j.planned_traceparent)
             })
             .collect();
-        if let Err(e) = self.publisher.publish_all(&envelopes).await {
-            if let Err(release) = jobs::release(&self.pool, &ids, &self.worker_id).await {
-                tracing::warn!(error = %release, "could not release claims; their lease will expire");
+        // Each job's publish continues the trace that planned it, not this round's.
+        let batch: Vec<(&Envelope, Option<&str>)> = envelopes.iter().map(|(e, t)| (e, t.as_deref())).collect();
+        let dispatched = match self.publisher.publish_traced(&batch).await {
+            Ok(dispatched) => dispatched,
+            Err(e) => {
+                if let Err(release) = jobs::release(&self.pool, &ids, &self.worker_id).await {
+                    tracing::warn!(error = %release, "could not release claims; their lease will expire");
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
-        }
-        let marked = jobs::mark_enqueued(&self.pool, &ids, &self.worker_id).await?;
+        };
+        let marked = jobs::mark_enqueued(&self.pool, &ids, &dispatched, &self.worker_id).await?;
         metrics::counter!("careline_scheduler_jobs_dispatched_total").increment(ids.len() as u64);
         tracing::info!(dispatched = ids.len(), marked, "due jobs handed to the sender");
         Ok(ids.len())

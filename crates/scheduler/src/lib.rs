@@ -42,6 +42,9 @@ impl Application {
     }
 
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        // Install the metrics recorder now, so work done before the first scrape counts.
+        careline_telemetry::metrics_handle();
+        describe_metrics();
         let text = std::fs::read_to_string(&settings.config_path)
             .with_context(|| format!("reading CARELINE_CONFIG {}", settings.config_path.display()))?;
         let network = Arc::new(NetworkConfig::from_toml(&text).context("CARELINE_CONFIG")?);
@@ -131,4 +134,36 @@ async fn watch_database(pool: PgPool, readiness: Readiness, shutdown: Cancellati
             _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
         }
     }
+}
+
+/// HELP text for the scheduler's metrics (the recorder must be installed first).
+fn describe_metrics() {
+    metrics::describe_counter!(
+        "careline_scheduler_patients_total",
+        "Patient reports applied, by outcome (applied, stale)."
+    );
+    metrics::describe_counter!(
+        "careline_scheduler_consent_recorded_total",
+        "Consent log entries written from hospital reports, by state."
+    );
+    metrics::describe_counter!(
+        "careline_scheduler_appointments_total",
+        "Appointment events applied, by outcome (created, replanned, cancelled, updated, stale)."
+    );
+    metrics::describe_counter!(
+        "careline_scheduler_jobs_planned_total",
+        "Message jobs planned, by kind and state (planned, or skipped with a reason)."
+    );
+    metrics::describe_counter!(
+        "careline_scheduler_jobs_dispatched_total",
+        "Due jobs published to the sender as job.due."
+    );
+    metrics::describe_counter!(
+        "careline_scheduler_dispatch_failures_total",
+        "Dispatch rounds that failed (database or broker); their claims are released and retried."
+    );
+    metrics::describe_counter!(
+        "careline_scheduler_replies_total",
+        "Patient replies applied to appointments, by response."
+    );
 }

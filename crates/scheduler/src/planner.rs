@@ -204,6 +204,7 @@ impl Planner {
         now: DateTime<Utc>,
     ) -> Result<(usize, usize), PlanError> {
         let (mut planned, mut skipped) = (0, 0);
+        let traceparent = careline_telemetry::trace_context::current_traceparent();
         for message in plan_messages(facility, row.starts_at, now, true) {
             let (state, due_at, reason) = match message.decision {
                 Decision::SendAt(at) => {
@@ -225,6 +226,7 @@ impl Planner {
                     due_at,
                     state,
                     reason,
+                    traceparent: traceparent.as_deref(),
                 },
             )
             .await?;

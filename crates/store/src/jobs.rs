@@ -19,14 +19,16 @@ pub struct NewJob<'a> {
     /// `planned`, or `skipped` with a reason.
     pub state: &'a str,
     pub reason: Option<&'a str>,
+    /// W3C `traceparent` of the span planning the job; the dispatch continues that trace.
+    pub traceparent: Option<&'a str>,
 }
 
 /// Inserts a planned job; a job already planned for this appointment, generation and kind is
 /// kept as it is (replayed events plan nothing twice). Returns whether a row was written.
 pub async fn insert(db: impl PgExecutor<'_>, job: &NewJob<'_>) -> sqlx::Result<bool> {
     let result = sqlx::query(
-        "INSERT INTO jobs (job_id, appointment_id, generation, kind, due_at, state, reason)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO jobs (job_id, appointment_id, generation, kind, due_at, state, reason, planned_traceparent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (appointment_id, generation, kind) DO NOTHING",
     )
     .bind(job.job_id)
@@ -36,6 +38,7 @@ pub async fn insert(db: impl PgExecutor<'_>, job: &NewJob<'_>) -> sqlx::Result<b
     .bind(job.due_at)
     .bind(job.state)
     .bind(job.reason)
+    .bind(job.traceparent)
     .execute(db)
     .await?;
     Ok(result.rows_affected() == 1)
@@ -69,6 +72,8 @@ pub struct ClaimedJob {
     pub generation: i32,
     pub kind: String,
     pub due_at: DateTime<Utc>,
+    /// Where the job was planned in a trace (see [`NewJob::traceparent`]).
+    pub planned_traceparent: Option<String>,
 }
 
 /// Claims up to `limit` jobs due at `now` for `worker`, leased for `lease`.
@@ -90,7 +95,7 @@ pub async fn claim_due(
          UPDATE jobs j SET state = 'claimed', locked_by = $2, locked_until = $1 + $3, claims = j.claims + 1,
                            updated_at = now()
          FROM due WHERE j.job_id = due.job_id
-         RETURNING j.job_id, j.appointment_id, j.generation, j.kind, j.due_at",
+         RETURNING j.job_id, j.appointment_id, j.generation, j.kind, j.due_at, j.planned_traceparent",
     )
     .bind(now)
     .bind(worker)
@@ -101,16 +106,37 @@ pub async fn claim_due(
 }
 
 /// Marks claimed jobs as handed to the broker. Jobs revoked meanwhile stay revoked.
-pub async fn mark_enqueued(db: impl PgExecutor<'_>, job_ids: &[Uuid], worker: &str) -> sqlx::Result<u64> {
+/// `dispatched_traceparents` (same order as `job_ids`, or empty) are the `job.due` publish
+/// spans; statuses of the message are traced under them.
+pub async fn mark_enqueued(
+    db: impl PgExecutor<'_>,
+    job_ids: &[Uuid],
+    dispatched_traceparents: &[Option<String>],
+    worker: &str,
+) -> sqlx::Result<u64> {
+    let traceparents: Vec<Option<String>> =
+        (0..job_ids.len()).map(|i| dispatched_traceparents.get(i).cloned().flatten()).collect();
     let result = sqlx::query(
-        "UPDATE jobs SET state = 'enqueued', enqueued_at = now(), locked_by = NULL, locked_until = NULL, updated_at = now()
-         WHERE job_id = ANY($1) AND state = 'claimed' AND locked_by = $2",
+        "UPDATE jobs j SET state = 'enqueued', enqueued_at = now(), locked_by = NULL, locked_until = NULL,
+                           dispatched_traceparent = t.traceparent, updated_at = now()
+         FROM UNNEST($1::uuid[], $2::text[]) AS t(job_id, traceparent)
+         WHERE j.job_id = t.job_id AND j.state = 'claimed' AND j.locked_by = $3",
     )
     .bind(job_ids)
+    .bind(&traceparents)
     .bind(worker)
     .execute(db)
     .await?;
     Ok(result.rows_affected())
+}
+
+/// Where the message of a job was dispatched in a trace, if tracing was on.
+pub async fn dispatched_traceparent(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT dispatched_traceparent FROM jobs WHERE job_id = $1")
+        .bind(job_id)
+        .fetch_optional(db)
+        .await
+        .map(Option::flatten)
 }
 
 /// Returns claimed jobs to `planned` (publishing failed), so any replica may retry them now.

@@ -7,9 +7,10 @@
 pub mod admin;
 pub mod env;
 pub mod shutdown;
+pub mod trace_context;
 pub mod tracing_setup;
 
 pub use admin::{Readiness, healthcheck, serve_admin};
 pub use env::{EnvError, env_opt, env_or, env_required};
 pub use shutdown::shutdown_signal;
-pub use tracing_setup::{TelemetryGuard, init_tracing, metrics_handle};
+pub use tracing_setup::{SpanExport, TelemetryGuard, init_tracing, init_tracing_with, metrics_handle};

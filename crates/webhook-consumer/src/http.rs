@@ -41,6 +41,7 @@ pub(crate) fn router(state: WebhookState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/webhook", get(verify_subscription).post(receive_webhook))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .route_layer(axum::middleware::from_fn(careline_telemetry::trace_context::trace_http_request))
         .with_state(state)
 }
 

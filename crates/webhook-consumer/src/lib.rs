@@ -50,6 +50,7 @@ impl Application {
     /// Binds both listeners; connects to nothing yet (PostgreSQL and RabbitMQ may be down).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         careline_telemetry::metrics_handle();
+        describe_metrics();
         let public = TcpListener::bind(settings.webhook_listen_addr)
             .await
             .with_context(|| format!("binding WEBHOOK_LISTEN_ADDR {}", settings.webhook_listen_addr))?;
@@ -183,4 +184,33 @@ async fn watch_readiness(
             _ = shutdown.cancelled() => return Ok("readiness"),
         }
     }
+}
+
+/// HELP text for the webhook-consumer's metrics (the recorder must be installed first).
+fn describe_metrics() {
+    metrics::describe_counter!(
+        "careline_webhook_requests_total",
+        "Requests to /webhook, by outcome (accepted, bad_signature, missing_signature, too_large, ...)."
+    );
+    metrics::describe_counter!(
+        "careline_webhook_statuses_total",
+        "Message statuses recorded from webhooks, by status (sent, delivered, read, failed, other)."
+    );
+    metrics::describe_counter!(
+        "careline_webhook_inbound_total",
+        "Inbound patient messages recorded, by action (confirm, reschedule, cancel, stop, start, help, other)."
+    );
+    metrics::describe_counter!(
+        "careline_webhook_inbound_duplicates_total",
+        "Inbound messages seen before (Meta repeats webhooks); no side effects."
+    );
+    metrics::describe_counter!(
+        "careline_webhook_processing_failures_total",
+        "Inbox rows whose processing failed and was scheduled for a retry."
+    );
+    metrics::describe_gauge!(
+        "careline_webhook_inbox_lag_seconds",
+        metrics::Unit::Seconds,
+        "Age of the oldest stored webhook not yet processed (0 when the inbox is empty)."
+    );
 }

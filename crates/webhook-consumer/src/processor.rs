@@ -28,10 +28,12 @@ use careline_store::webhooks::{self, InboxRow, NewInboundMessage, NewStatusEvent
 use careline_store::{PgPool, Postgres, Transaction};
 use careline_whatsapp::webhook::{InboundContent, InboundMessage, Status, WebhookEnvelope};
 use chrono::{DateTime, Utc};
+use opentelemetry::trace::TraceContextExt;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
 /// Who the consent log names as the recorder of keyword opt-outs and opt-ins.
@@ -294,6 +296,51 @@ async fn record_status(conn: &mut PgConnection, row: &InboxRow, status: &Status)
         Some(job_id) => Some(job_id),
         None => webhooks::job_id_for_wamid(&mut *conn, wamid).await?,
     };
+    let span = status_span(&mut *conn, job_id, wamid, kind).await?;
+    record_status_event(conn, row, status, wamid, kind, job_id).instrument(span).await?;
+    Ok(kind.as_str())
+}
+
+/// The span of one status: a child of the job's `job.due` publish (stored by the scheduler),
+/// so the status lands in the trace that planned and sent the message, linked to the span of
+/// the inbox row that carried it. Without a stored context it is a child of the row's span.
+async fn status_span(
+    conn: &mut PgConnection,
+    job_id: Option<Uuid>,
+    wamid: &str,
+    kind: DeliveryStatus,
+) -> sqlx::Result<tracing::Span> {
+    let traceparent = match job_id {
+        Some(job_id) => careline_store::jobs::dispatched_traceparent(&mut *conn, job_id).await?,
+        None => None,
+    };
+    let inbox_span = tracing::Span::current().context().span().span_context().clone();
+    let span = tracing::info_span!(
+        "whatsapp.status",
+        otel.name = "process whatsapp.status",
+        otel.kind = "consumer",
+        messaging.operation.type = "process",
+        messaging.message.id = %wamid,
+        whatsapp.status = kind.as_str(),
+        job_id = job_id.map(tracing::field::display),
+    );
+    if traceparent.is_some() {
+        careline_telemetry::trace_context::set_parent_from_traceparent(&span, traceparent.as_deref());
+        if inbox_span.is_valid() {
+            span.add_link(inbox_span);
+        }
+    }
+    Ok(span)
+}
+
+async fn record_status_event(
+    conn: &mut PgConnection,
+    row: &InboxRow,
+    status: &Status,
+    wamid: &str,
+    kind: DeliveryStatus,
+    job_id: Option<Uuid>,
+) -> sqlx::Result<()> {
     let error = status.errors.first();
     let event = NewStatusEvent {
         wamid,
@@ -318,7 +365,7 @@ async fn record_status(conn: &mut PgConnection, row: &InboxRow, status: &Status)
             }
         }
     }
-    Ok(kind.as_str())
+    Ok(())
 }
 
 /// What a reply means, and the job its button names (if any).

@@ -18,6 +18,8 @@ use std::fmt;
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::errors::{ErrorClass, classify};
 use crate::redact::mask_phone;
@@ -247,23 +249,35 @@ impl WhatsAppClient {
     }
 
     /// Sends one message from business number `phone_number_id`.
-    #[tracing::instrument(
-        name = "whatsapp.send",
-        skip_all,
-        fields(phone_number_id, to = %mask_phone(&req.to), message_type = req.message_type())
-    )]
+    ///
+    /// The call has a `CLIENT` span (`POST`, with `http.request.method`, `url.full`,
+    /// `server.address`, `server.port`, `http.response.status_code`, and `error.type` /
+    /// `whatsapp.error.code` when Meta refuses) and carries its W3C `traceparent`, so a
+    /// collector in front of the API (or the sandbox) joins the sender's trace. The URL holds no
+    /// secret: the token travels in the `Authorization` header, which is never recorded.
     pub async fn send(&self, phone_number_id: &str, req: &SendRequest) -> Result<Accepted, SendError> {
+        let url = self.messages_url(phone_number_id);
+        let span = http_client_span(&url, req);
+        self.send_in_span(phone_number_id, url, req).instrument(span).await
+    }
+
+    async fn send_in_span(&self, phone_number_id: &str, url: String, req: &SendRequest) -> Result<Accepted, SendError> {
         if phone_number_id.is_empty() || !phone_number_id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(SendError::InvalidRequest("phone_number_id must be a non-empty string of digits".to_owned()));
+            let error = SendError::InvalidRequest("phone_number_id must be a non-empty string of digits".to_owned());
+            record_failure(&error);
+            return Err(error);
         }
         let response = self
             .http
-            .post(self.messages_url(phone_number_id))
+            .post(url)
+            .headers(trace_headers())
             .bearer_auth(self.access_token.expose())
             .json(req)
             .send()
             .await
-            .map_err(transport_error)?;
+            .map_err(transport_error)
+            .inspect_err(record_failure)?;
+        tracing::Span::current().record("http.response.status_code", response.status().as_u16());
         let status = response.status();
         let body = match response.bytes().await {
             Ok(body) => body,
@@ -278,6 +292,9 @@ impl WhatsAppClient {
             Err(_) => Default::default(),
         };
         let outcome = interpret(status, &body);
+        if let Err(error) = &outcome {
+            record_failure(error);
+        }
         match &outcome {
             Ok(accepted) => {
                 tracing::debug!(wamid = %accepted.wamid, status = accepted.status.as_str(), "accepted")
@@ -291,6 +308,62 @@ impl WhatsAppClient {
         }
         outcome
     }
+}
+
+/// The `CLIENT` span of one call to the Cloud API (OpenTelemetry HTTP conventions). The
+/// recipient is masked; no message content is recorded.
+fn http_client_span(url: &str, req: &SendRequest) -> tracing::Span {
+    let parsed = reqwest::Url::parse(url).ok();
+    let mut full = parsed.clone();
+    if let Some(full) = &mut full {
+        // Never a query string or credentials in a span (none are used today; keep it so).
+        full.set_query(None);
+        let _ = full.set_password(None);
+        let _ = full.set_username("");
+    }
+    tracing::info_span!(
+        "whatsapp.send",
+        otel.name = "POST",
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = "POST",
+        url.full = full.as_ref().map(|u| u.as_str()).unwrap_or(""),
+        server.address = parsed.as_ref().and_then(|u| u.host_str()).unwrap_or(""),
+        server.port = parsed.as_ref().and_then(reqwest::Url::port_or_known_default),
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        whatsapp.error.code = tracing::field::Empty,
+        to = %mask_phone(&req.to),
+        message_type = req.message_type(),
+    )
+}
+
+/// Marks the current (client) span failed, with the error's class and Meta's code.
+fn record_failure(error: &SendError) {
+    let span = tracing::Span::current();
+    span.record("otel.status_code", "error");
+    span.record("error.type", error.class().as_str());
+    if let Some(code) = error.code() {
+        span.record("whatsapp.error.code", code);
+    }
+}
+
+/// The current span's W3C trace context as HTTP headers (empty when tracing is off).
+fn trace_headers() -> reqwest::header::HeaderMap {
+    struct Carrier<'a>(&'a mut reqwest::header::HeaderMap);
+    impl opentelemetry::propagation::Injector for Carrier<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(name), Ok(value)) =
+                (reqwest::header::HeaderName::try_from(key), reqwest::header::HeaderValue::try_from(value))
+            {
+                self.0.insert(name, value);
+            }
+        }
+    }
+    let mut headers = reqwest::header::HeaderMap::new();
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut Carrier(&mut headers)));
+    headers
 }
 
 fn transport_error(err: reqwest::Error) -> SendError {

@@ -5,5 +5,7 @@
 mod consent;
 mod crash;
 mod lifecycle;
+mod metrics;
+mod operator;
 mod quiet_hours;
 mod replanning;
