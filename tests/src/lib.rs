@@ -292,7 +292,7 @@ pub async fn spawn_fleet() -> Fleet {
     };
     let sender_settings = sender::Settings {
         database_url: database_url.clone(),
-        database_max_connections: SENDER_CONCURRENCY as u32 + 4,
+        database_max_connections: 8,
         migrate_on_start: false,
         bus: bus.clone(),
         admin_listen_addr: loopback(),

@@ -128,14 +128,14 @@ async fn one_trace_spans_the_ingest_request_the_queue_hops_the_whatsapp_call_and
 
     // The job.due publish (a later dispatch round) continues the planning span's trace.
     let publish_job = one(&trace, "job.due publish", |s| {
-        s.kind == "producer" && s.attribute("messaging.rabbitmq.destination.routing_key") == Some("job.due")
+        s.kind == "producer" && s.attribute("messaging.rabbitmq.destination.routing_key") == Some("job.due.urgent")
     });
     assert_eq!(publish_job.parent_span_id.as_deref(), Some(plan.span_id.as_str()));
     assert_eq!(publish_job.attribute("messaging.destination.name"), Some(jobs_exchange.as_str()));
 
     // sender: consume span child of the job.due publish; the Meta call inside the sender's span.
     let consume_job = one(&trace, "sender consume", |s| {
-        s.kind == "consumer" && s.attribute("messaging.rabbitmq.destination.routing_key") == Some("job.due")
+        s.kind == "consumer" && s.attribute("messaging.rabbitmq.destination.routing_key") == Some("job.due.urgent")
     });
     assert_eq!(consume_job.parent_span_id.as_deref(), Some(publish_job.span_id.as_str()));
     assert_eq!(consume_job.attribute("messaging.message.id"), publish_job.attribute("messaging.message.id"));

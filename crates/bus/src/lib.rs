@@ -30,6 +30,10 @@ pub fn describe_metrics() {
             "Time from delivery to the handler's decision, by queue."
         );
         metrics::describe_counter!(
+            "careline_events_delayed_total",
+            "Jobs published to a delay queue (a retry later, a paused number, a recipient who must wait), by tier."
+        );
+        metrics::describe_counter!(
             "careline_broker_reconnects_total",
             "Times a consumer lost its broker connection and reconnected, by queue."
         );

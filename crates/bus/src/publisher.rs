@@ -240,7 +240,8 @@ impl Publisher {
         };
         match &outcome {
             Ok(_) => {
-                metrics::counter!("careline_events_delayed_total", "tier" => format!("{}s", tier.as_secs())).increment(1);
+                metrics::counter!("careline_events_delayed_total", "tier" => format!("{}s", tier.as_secs()))
+                    .increment(1);
             }
             Err(e) => fail_span(&span, e),
         }

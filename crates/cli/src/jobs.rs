@@ -324,12 +324,11 @@ pub async fn resend(pool: &PgPool, context: &Context, job_id: Uuid, by: &str) ->
         return Err(ResendError::JobNotSent { job_id, state: job.state, detail });
     }
     // The row lock keeps the sender's statements on this job waiting until the reset commits.
-    let send: Option<(String, Option<String>, Option<String>, i32)> = sqlx::query_as(
-        "SELECT state, reason, wamid, recorded_attempts FROM sends WHERE job_id = $1 FOR UPDATE",
-    )
-    .bind(job_id)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let send: Option<(String, Option<String>, Option<String>, i32)> =
+        sqlx::query_as("SELECT state, reason, wamid, recorded_attempts FROM sends WHERE job_id = $1 FOR UPDATE")
+            .bind(job_id)
+            .fetch_optional(&mut *tx)
+            .await?;
     // No row after an earlier resend: that resend's publish failed, or the sender has not
     // taken the job on yet. Publishing `job.due` again is harmless then (the sender sends a job
     // once). No row and no earlier resend: the sender never took the job on.

@@ -218,9 +218,9 @@ async fn dispatched_job(pool: &PgPool, state: &str) -> Uuid {
 async fn send_row(pool: &PgPool, job_id: Uuid, state: &str, wamid: Option<&str>, attempts: i32) {
     sqlx::query(
         "INSERT INTO sends (job_id, state, reason, phone_number_id, template_name, language, wamid, error_code, attempts,
-                            created_at, updated_at)
+                            recorded_attempts, created_at, updated_at)
          VALUES ($1, $2, CASE $2 WHEN 'failed' THEN 'permanent' WHEN 'suppressed' THEN 'opted_out' END,
-                 '106540352240001', 'e2e_appointment_booked', 'en', $3, CASE WHEN $2 = 'failed' THEN 132001 END, $4, $5, $6)",
+                 '106540352240001', 'e2e_appointment_booked', 'en', $3, CASE WHEN $2 = 'failed' THEN 132001 END, $4, $4, $5, $6)",
     )
     .bind(job_id)
     .bind(state)
@@ -346,7 +346,7 @@ async fn resending_a_failed_job_archives_the_failed_send_and_publishes_job_due_a
     .unwrap();
     assert_eq!((by.as_str(), state.as_str(), calls, message_id), ("alice", "failed", 1, resent.message_id));
     // …and the sender's queue holds a fresh job.due for it.
-    let queued = s.drain(&s.topology.sender_jobs()).await;
+    let queued = s.drain(&s.topology.sender_jobs_urgent()).await;
     assert_eq!(queued.len(), 1);
     assert_eq!(queued[0].message_id, resent.message_id);
     match &queued[0].event {
@@ -361,7 +361,7 @@ async fn resending_a_failed_job_archives_the_failed_send_and_publishes_job_due_a
     // Re-running it before the sender took the job on publishes job.due again (harmless: the
     // sender sends a job once); that is also how a resend whose publish failed is finished.
     jobs::resend(&s.pool, &s.context, job_id, "alice").await.unwrap();
-    assert_eq!(s.drain(&s.topology.sender_jobs()).await.len(), 1);
+    assert_eq!(s.drain(&s.topology.sender_jobs_urgent()).await.len(), 1);
 }
 
 #[tokio::test]
@@ -391,5 +391,9 @@ async fn resend_refuses_every_job_whose_send_did_not_fail_and_changes_nothing() 
     let resets: i64 = sqlx::query_scalar("SELECT count(*) FROM send_resets").fetch_one(&s.pool).await.unwrap();
     let sends: i64 = sqlx::query_scalar("SELECT count(*) FROM sends").fetch_one(&s.pool).await.unwrap();
     assert_eq!((resets, sends), (0, 4));
-    assert_eq!(s.depth(&s.topology.sender_jobs()).await, 0, "nothing was published");
+    assert_eq!(
+        s.depth(&s.topology.sender_jobs()).await + s.depth(&s.topology.sender_jobs_urgent()).await,
+        0,
+        "nothing was published"
+    );
 }

@@ -163,6 +163,6 @@ mod tests {
         assert_eq!(json["schema"], 1);
         let back: Envelope = serde_json::from_value(json).unwrap();
         assert_eq!(back, env);
-        assert_eq!(back.event.routing_key(), "job.due");
+        assert_eq!(back.event.routing_key(), "job.due.urgent", "a 2 h reminder travels in the urgent lane");
     }
 }

@@ -65,7 +65,8 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
                     let _permit = permit;
                     let (items, replies): (Vec<I>, Vec<_>) = batch.into_iter().unzip();
                     let size = items.len();
-                    metrics::histogram!("careline_sender_batch_size", "statement" => name).record(size as f64);
+                    metrics::counter!("careline_sender_batches_total", "statement" => name).increment(1);
+                    metrics::counter!("careline_sender_batched_jobs_total", "statement" => name).increment(size as u64);
                     match run(items).await {
                         Ok(results) if results.len() == size => {
                             for (reply, result) in replies.into_iter().zip(results) {

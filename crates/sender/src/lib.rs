@@ -43,6 +43,83 @@ const SWEEP_BATCH: i64 = 500;
 /// Pause between migration attempts while PostgreSQL is unreachable at start.
 const MIGRATE_RETRY_EVERY: Duration = Duration::from_secs(2);
 
+/// HELP text for the sender's metrics (the recorder must be installed first).
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    careline_bus::describe_metrics();
+    describe_counter!(
+        "careline_sender_messages_total",
+        "Jobs settled, by kind, facility and outcome (accepted, failed, suppressed, unknown)."
+    );
+    describe_counter!(
+        "careline_sender_meta_errors_total",
+        "Error answers from the WhatsApp Cloud API, by Meta error code."
+    );
+    describe_counter!(
+        "careline_sender_retries_total",
+        "Calls to be retried later through a delay queue, by error class."
+    );
+    describe_counter!(
+        "careline_sender_deferred_total",
+        "Jobs put in a delay queue instead of being sent now, by reason."
+    );
+    describe_counter!(
+        "careline_sender_outcome_unknown_total",
+        "Calls whose outcome is unknown (timeout, reset, 5xx, interrupted)."
+    );
+    describe_counter!(
+        "careline_sender_resends_total",
+        "Jobs sent again after an unknown outcome's wait for a status webhook ended."
+    );
+    describe_counter!(
+        "careline_sender_redeliveries_settled_total",
+        "Deliveries of jobs already settled (acknowledged, nothing sent)."
+    );
+    describe_counter!(
+        "careline_sender_late_claims_total",
+        "Claims committed too late for their slot, moved to the next slot."
+    );
+    describe_counter!("careline_sender_number_sends_total", "Send slots used, by business number.");
+    describe_counter!(
+        "careline_sender_number_slots_unused_total",
+        "Send slots leased but not used (no job waiting in time), by business number."
+    );
+    describe_gauge!(
+        "careline_sender_number_limit_mps",
+        "Configured throughput ceiling, by business number (messages per second)."
+    );
+    describe_gauge!(
+        "careline_sender_number_paused",
+        "1 while a business number is paused after an error every send would get."
+    );
+    describe_gauge!(
+        "careline_sender_tier_recipients",
+        "Unique recipients messaged in the last 24 h, by business portfolio."
+    );
+    describe_gauge!(
+        "careline_sender_tier_limit",
+        "Messaging tier limit (unique recipients per 24 h), by business portfolio."
+    );
+    describe_histogram!(
+        "careline_sender_due_to_sent_seconds",
+        Unit::Seconds,
+        "Time from a job's due time to Meta's acceptance."
+    );
+    describe_histogram!(
+        "careline_sender_limiter_wait_seconds",
+        Unit::Seconds,
+        "Time a job waited for its send slot, by lane."
+    );
+    describe_counter!(
+        "careline_sender_batches_total",
+        "Bookkeeping statements run, by statement (load, settle, claim, record)."
+    );
+    describe_counter!(
+        "careline_sender_batched_jobs_total",
+        "Jobs in bookkeeping statements, by statement (÷ batches = batch size)."
+    );
+}
+
 /// Why the application could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -76,6 +153,8 @@ impl Application {
     /// Builds with `clock` as "now" (tests move it). Needs neither PostgreSQL nor RabbitMQ
     /// to be up: the pool and the consumers connect when they can.
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, BuildError> {
+        careline_telemetry::metrics_handle();
+        describe_metrics();
         let pool = careline_store::connect_lazy(&settings.database_url, settings.database_max_connections)
             .map_err(BuildError::DatabaseUrl)?;
         let client = WhatsAppClient::new(ClientSettings {

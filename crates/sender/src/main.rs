@@ -23,6 +23,24 @@ enum Command {
     Migrate,
     /// Exit 0 if the admin listener answers /healthz (for container probes).
     Healthcheck,
+    /// Business numbers paused after an error every send would get (expired token, policy
+    /// block, payment issue…), and resuming them once the cause is fixed.
+    #[command(subcommand)]
+    Numbers(Numbers),
+}
+
+#[derive(Subcommand)]
+enum Numbers {
+    /// List paused numbers.
+    List,
+    /// Pause a number by hand: its jobs wait in the delay queue until it is resumed.
+    Pause {
+        phone_number_id: String,
+        #[arg(long, default_value = "paused by an operator")]
+        reason: String,
+    },
+    /// Resume a paused number; every sender replica sees it within seconds.
+    Resume { phone_number_id: String },
 }
 
 #[tokio::main]
@@ -49,6 +67,41 @@ async fn main() -> anyhow::Result<ExitCode> {
             careline_store::migrate(&pool).await.context("applying migrations")?;
             tracing::info!("migrations applied");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Numbers(verb) => {
+            let url: String = careline_telemetry::env_or(
+                "DATABASE_URL",
+                "postgres://postgres:postgres@127.0.0.1:5432/careline".to_owned(),
+            )?;
+            let pool = careline_store::connect_lazy(&url, 1)?;
+            let sends = careline_store::sends::paused_numbers;
+            match verb {
+                Numbers::List => {
+                    let paused = sends(&pool).await.context("reading paused numbers")?;
+                    if paused.is_empty() {
+                        println!("no business number is paused");
+                    }
+                    for (number, since, code, reason) in paused {
+                        let code = code.map_or_else(|| "-".to_owned(), |c| c.to_string());
+                        println!("{number}\tpaused since {since}\tcode {code}\t{}", reason.unwrap_or_default());
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Numbers::Pause { phone_number_id, reason } => {
+                    let paused = careline_store::sends::pause_number(&pool, &phone_number_id, None, &reason).await?;
+                    println!("{phone_number_id}: {}", if paused { "paused" } else { "was already paused" });
+                    Ok(ExitCode::SUCCESS)
+                }
+                Numbers::Resume { phone_number_id } => {
+                    if careline_store::sends::resume_number(&pool, &phone_number_id).await? {
+                        println!("{phone_number_id}: resumed");
+                        Ok(ExitCode::SUCCESS)
+                    } else {
+                        eprintln!("{phone_number_id} is not paused");
+                        Ok(ExitCode::FAILURE)
+                    }
+                }
+            }
         }
         Command::Healthcheck => {
             let mut addr: SocketAddr =

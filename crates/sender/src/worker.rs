@@ -330,8 +330,10 @@ impl Worker {
                     return Ok(JobOutcome::Unknown { reason: "owner stopped while a call was in flight".into() });
                 }
                 SendState::Unknown => {
-                    let since = send.unknown_since.unwrap_or_else(|| self.clock.now());
-                    let waited = (self.clock.now() - since).to_std().unwrap_or_default();
+                    // PostgreSQL's time against the wall clock (not the injectable clock, which
+                    // tests move by days).
+                    let since = send.unknown_since.unwrap_or_else(chrono::Utc::now);
+                    let waited = (chrono::Utc::now() - since).to_std().unwrap_or_default();
                     if waited < self.policy.unknown_window {
                         return Ok(JobOutcome::AlreadySettled(SendState::Unknown));
                     }

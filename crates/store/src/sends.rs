@@ -500,14 +500,21 @@ pub async fn record_outcomes(db: impl PgExecutor<'_>, outcomes: &[CallOutcome]) 
              ON CONFLICT (job_id, attempt) DO NOTHING
          )
          UPDATE sends s SET
-             state = i.state,
+             -- An unknown outcome whose status webhook came while the call was in flight is an
+             -- acceptance: the webhook named the message.
+             state = CASE WHEN i.state = 'unknown' AND s.observed_wamid IS NOT NULL THEN 'accepted' ELSE i.state END,
              recorded_attempts = i.attempt,
-             wamid = coalesce(i.wamid, s.wamid),
+             wamid = CASE WHEN i.state = 'unknown' AND s.observed_wamid IS NOT NULL THEN s.observed_wamid
+                          ELSE coalesce(i.wamid, s.wamid) END,
              message_status = coalesce(i.message_status, s.message_status),
-             reason = i.reason,
+             reason = CASE WHEN i.state = 'unknown' AND s.observed_wamid IS NOT NULL
+                           THEN 'reconciled from a status webhook' ELSE i.reason END,
+             duplicates = s.duplicates + CASE WHEN i.state = 'accepted' AND s.observed_wamid IS NOT NULL
+                                               AND s.observed_wamid <> i.wamid THEN 1 ELSE 0 END,
              error_code = i.error_code,
              error_detail = i.error_detail,
-             unknown_since = CASE WHEN i.state = 'unknown' THEN clock_timestamp() ELSE s.unknown_since END,
+             unknown_since = CASE WHEN i.state = 'unknown' AND s.observed_wamid IS NULL THEN clock_timestamp()
+                                  ELSE s.unknown_since END,
              owner = NULL,
              lease_until = NULL,
              updated_at = now()
@@ -594,6 +601,21 @@ pub async fn reconcile_accepted(
     .bind(job_id)
     .bind(wamid)
     .bind(status)
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// A status webhook names a job whose call is still in flight (or waiting for a retry) with a
+/// wamid the row does not hold yet: the wamid is kept (the first one wins) so the call's
+/// outcome can be settled by it. Returns whether it was kept.
+pub async fn observe_wamid(db: impl PgExecutor<'_>, job_id: Uuid, wamid: &str) -> sqlx::Result<bool> {
+    let result = sqlx::query(
+        "UPDATE sends SET observed_wamid = $2, updated_at = now()
+         WHERE job_id = $1 AND state = 'sending' AND observed_wamid IS NULL AND wamid IS DISTINCT FROM $2",
+    )
+    .bind(job_id)
+    .bind(wamid)
     .execute(db)
     .await?;
     Ok(result.rows_affected() == 1)

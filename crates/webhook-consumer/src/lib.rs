@@ -189,6 +189,14 @@ async fn watch_readiness(
 /// HELP text for the webhook-consumer's metrics (the recorder must be installed first).
 fn describe_metrics() {
     metrics::describe_counter!(
+        "careline_webhook_reconciled_total",
+        "Status webhooks that changed a send: unknown outcome accepted, duplicate, retried, number paused, failed."
+    );
+    metrics::describe_counter!(
+        "careline_webhook_duplicate_sends_total",
+        "Second messages found for one job (only possible after a resend that followed an unknown outcome)."
+    );
+    metrics::describe_counter!(
         "careline_webhook_requests_total",
         "Requests to /webhook, by outcome (accepted, bad_signature, missing_signature, too_large, ...)."
     );

@@ -3,7 +3,8 @@
 //!
 //! - **An unknown outcome resolved.** A `sent`/`delivered`/`read` status for a job whose call's
 //!   outcome was unknown proves Meta accepted it: the send becomes `accepted` with that wamid,
-//!   and the sender will not resend it.
+//!   and the sender will not resend it. A status that comes while the call is still in flight
+//!   is kept on the row (`observed_wamid`), and settles the call if its answer is lost.
 //! - **A duplicate counted.** A status for a job that already holds another wamid means Meta
 //!   has two messages for one job; that happens only after a resend that followed an unknown
 //!   outcome (the documented trade-off), and is counted (`sends.duplicates`,
@@ -66,7 +67,13 @@ pub async fn apply(
             tracing::info!(%job_id, "unknown outcome resolved: Meta accepted the message");
             return Ok(Some(Reconciled::UnknownAccepted));
         }
-        if !ours && first_for_wamid && send.state != "unknown" {
+        if send.state == "sending" && !ours {
+            // The call is still in flight (or waiting for a retry): its outcome is settled by
+            // this wamid when it is recorded.
+            sends::observe_wamid(&mut *conn, job_id, wamid).await?;
+            return Ok(None);
+        }
+        if !ours && first_for_wamid && send.state == "accepted" {
             sends::count_duplicate(&mut *conn, job_id).await?;
             tracing::warn!(%job_id, "a second message exists for this job (resent after an unknown outcome)");
             return Ok(Some(Reconciled::Duplicate));

@@ -7,5 +7,6 @@ mod crash;
 mod lifecycle;
 mod metrics;
 mod operator;
+mod outcomes;
 mod quiet_hours;
 mod replanning;
