@@ -158,8 +158,8 @@ def check_rabbitmq_cluster(report: Report, where: str, doc: dict) -> None:
     if replicas is not None and (not is_int(replicas) or replicas < 3 or replicas % 2 == 0):
         report.error(where, f"spec.replicas must be an odd integer >= 3 for quorum queues, not {replicas!r}")
     plugins = dig(doc, "spec", "rabbitmq", "additionalPlugins", default=[])
-    if "rabbitmq_consistent_hash_exchange" not in plugins:
-        report.error(where, "spec.rabbitmq.additionalPlugins must enable rabbitmq_consistent_hash_exchange")
+    if not isinstance(plugins, list):
+        report.error(where, "spec.rabbitmq.additionalPlugins must be a list")
     storage = dig(doc, "spec", "persistence", "storage")
     if storage is not None and not re.fullmatch(r"\d+(Ki|Mi|Gi|Ti)", str(storage)):
         report.error(where, f"spec.persistence.storage {storage!r} is not a quantity like 20Gi")

@@ -94,7 +94,7 @@ fi
 rabbitmqctl -q await_startup --timeout 60 >/dev/null || die "rabbitmq did not finish booting"
 if [ -n "${rabbit_t:-}" ]; then log "rabbitmq: ready in $(elapsed_s "$rabbit_t") s"; fi
 
-plugins=(rabbitmq_consistent_hash_exchange rabbitmq_management rabbitmq_prometheus)
+plugins=(rabbitmq_management rabbitmq_prometheus)
 enabled=$(rabbitmq-plugins -q list -e -m 2>/dev/null || true)
 to_enable=()
 for p in "${plugins[@]}"; do

@@ -283,7 +283,7 @@ async fn refresh_shared_state(worker: &Worker, pool: &PgPool) {
             let numbers: HashSet<String> = paused.into_iter().map(|(number, ..)| number).collect();
             for number in worker.paused_numbers_configured() {
                 let value = if numbers.contains(&number) { 1.0 } else { 0.0 };
-                metrics::gauge!("careline_sender_number_paused", "number" => number).set(value);
+                metrics::gauge!("careline_sender_number_paused", "phone_number_id" => number).set(value);
             }
             worker.paused().replace(numbers);
         }

@@ -209,7 +209,7 @@ impl Pacer {
         let lease_cap = u32::try_from((LEASE_SPAN.as_nanos() / self.period.as_nanos().max(1)).max(1))
             .unwrap_or(MAX_LEASE)
             .min(MAX_LEASE);
-        metrics::gauge!("careline_sender_number_limit_mps", "number" => self.number.clone()).set(f64::from(self.mps));
+        metrics::gauge!("careline_sender_number_limit_mps", "phone_number_id" => self.number.clone()).set(f64::from(self.mps));
         loop {
             while let Ok(request) = requests.try_recv() {
                 self.push(request);
@@ -228,7 +228,7 @@ impl Pacer {
             let now = Instant::now();
             while self.slots.front().is_some_and(|s| s.at + LATE_TOLERANCE < now) {
                 self.slots.pop_front();
-                metrics::counter!("careline_sender_number_slots_unused_total", "number" => self.number.clone())
+                metrics::counter!("careline_sender_number_slots_unused_total", "phone_number_id" => self.number.clone())
                     .increment(1);
             }
             let Some(slot) = self.slots.front().copied() else {
@@ -259,11 +259,11 @@ impl Pacer {
                 Some(waiter) => {
                     // A waiter gone between the check and now loses the slot, like a stopped job.
                     let _ = waiter.send(slot);
-                    metrics::counter!("careline_sender_number_sends_total", "number" => self.number.clone())
+                    metrics::counter!("careline_sender_number_sends_total", "phone_number_id" => self.number.clone())
                         .increment(1);
                 }
                 None => {
-                    metrics::counter!("careline_sender_number_slots_unused_total", "number" => self.number.clone())
+                    metrics::counter!("careline_sender_number_slots_unused_total", "phone_number_id" => self.number.clone())
                         .increment(1);
                 }
             }

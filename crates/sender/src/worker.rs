@@ -628,7 +628,7 @@ impl Worker {
                     tracing::error!(number, code, "business number paused; resume it once the cause is fixed");
                 }
                 self.paused.insert(number);
-                metrics::gauge!("careline_sender_number_paused", "number" => number.to_owned()).set(1.0);
+                metrics::gauge!("careline_sender_number_paused", "phone_number_id" => number.to_owned()).set(1.0);
                 Ok(JobOutcome::Deferred { delay: self.policy.paused_recheck, reason: "number_paused" })
             }
             ErrorClass::NotOnWhatsapp => {
