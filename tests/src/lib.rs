@@ -300,6 +300,7 @@ pub async fn spawn_fleet() -> Fleet {
         prefetch: 64,
         concurrency: SENDER_CONCURRENCY,
         pair_interval: Duration::from_millis(200),
+        headroom: sender::limits::HEADROOM,
         max_attempts: 3,
         retry_min_delay: Duration::from_millis(100),
         retry_max_delay: Duration::from_secs(1),

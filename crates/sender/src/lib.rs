@@ -169,7 +169,7 @@ impl Application {
         let policy = settings.policy();
         let publisher = Arc::new(Publisher::new(settings.bus.clone(), "sender"));
         let internal = CancellationToken::new();
-        let pacers = limits::NumberPacers::start(&settings.network, pool.clone(), internal.clone());
+        let pacers = limits::NumberPacers::start(&settings.network, settings.headroom, pool.clone(), internal.clone());
         let worker = Arc::new(Worker::new(
             pool.clone(),
             settings.network.clone(),

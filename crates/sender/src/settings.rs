@@ -47,6 +47,8 @@ pub struct Settings {
     pub concurrency: usize,
     /// `SENDER_PAIR_INTERVAL_MS` (default 6000): at most one message per recipient per interval.
     pub pair_interval: Duration,
+    /// `SENDER_HEADROOM_PERCENT` (default 1.5): how far inside both limits the sender stays.
+    pub headroom: f64,
     /// `SENDER_MAX_ATTEMPTS` (default 5): WhatsApp calls per job, first one included.
     pub max_attempts: u32,
     /// `SENDER_RETRY_MIN_DELAY_MS` (default 500): first backoff of a retryable error (doubles,
@@ -95,6 +97,10 @@ impl Settings {
         if pair_interval_ms == 0 {
             return Err(SettingsError::Invalid { name: "SENDER_PAIR_INTERVAL_MS", problem: "must be at least 1" });
         }
+        let headroom_percent: f64 = env_or("SENDER_HEADROOM_PERCENT", crate::limits::HEADROOM * 100.0)?;
+        if !(0.0..50.0).contains(&headroom_percent) {
+            return Err(SettingsError::Invalid { name: "SENDER_HEADROOM_PERCENT", problem: "must be from 0 to 50" });
+        }
         let http_timeout_ms: u64 = env_or("SENDER_HTTP_TIMEOUT_MS", 10_000)?;
         if http_timeout_ms == 0 {
             return Err(SettingsError::Invalid { name: "SENDER_HTTP_TIMEOUT_MS", problem: "must be at least 1" });
@@ -110,6 +116,7 @@ impl Settings {
             prefetch: env_or("SENDER_PREFETCH", 256)?,
             concurrency,
             pair_interval: Duration::from_millis(pair_interval_ms),
+            headroom: headroom_percent / 100.0,
             max_attempts,
             retry_min_delay: Duration::from_millis(env_or("SENDER_RETRY_MIN_DELAY_MS", 500)?),
             retry_max_delay: Duration::from_millis(env_or("SENDER_RETRY_MAX_DELAY_MS", 30_000)?),
@@ -134,7 +141,7 @@ impl Settings {
             unknown_max_resends: self.unknown_max_resends,
             paused_recheck: self.paused_recheck,
             tier_recheck: self.tier_recheck,
-            pair_interval: self.pair_interval,
+            pair_interval: self.pair_interval.mul_f64(1.0 + self.headroom),
             // Covers the slot hand-out lead, the call and its recording.
             lease: self.http_timeout + LEASE_MARGIN,
         }

@@ -119,7 +119,7 @@ pub struct Policy {
     pub paused_recheck: Duration,
     /// How long a job past its portfolio's messaging tier waits before it looks again.
     pub tier_recheck: Duration,
-    /// Meta's minimum time between two messages to one recipient.
+    /// Meta's minimum time between two messages to one recipient, plus the headroom.
     pub pair_interval: Duration,
     /// How long a claim owns its job (longer than the slot wait plus the HTTP timeout).
     pub lease: Duration,

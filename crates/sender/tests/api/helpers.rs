@@ -64,6 +64,8 @@ pub struct Options {
     pub unknown_max_resends: u32,
     pub paused_recheck: Duration,
     pub network_toml: Option<String>,
+    /// `SENDER_HEADROOM_PERCENT` as a fraction.
+    pub headroom: f64,
 }
 
 impl Default for Options {
@@ -86,6 +88,7 @@ impl Default for Options {
             unknown_max_resends: 1,
             paused_recheck: Duration::from_secs(1),
             network_toml: None,
+            headroom: sender::limits::HEADROOM,
         }
     }
 }
@@ -136,6 +139,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         prefetch: 16,
         concurrency: options.concurrency,
         pair_interval: PAIR_INTERVAL,
+        headroom: options.headroom,
         max_attempts: 5,
         retry_min_delay: Duration::from_millis(50),
         retry_max_delay: Duration::from_millis(500),

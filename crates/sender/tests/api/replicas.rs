@@ -13,7 +13,12 @@ use crate::helpers::{Fixture, NUMBER_ID, Options, TestApp, phone, spawn_app_with
 const MPS: u32 = 20;
 
 async fn app_at(mps: u32) -> TestApp {
-    let mut options = Options { throughput_mps: mps, concurrency: 64, ..Options::default() };
+    // Three debug-built senders and the sandbox in one test process on a machine that runs
+    // other tests too: a request can reach the sandbox's handler tens of milliseconds after its
+    // slot, more than the 1.5 % default absorbs (15 ms a second). What these tests check is
+    // that replicas never share or bunch slots; the release build's margin is measured by
+    // `make bench`.
+    let mut options = Options { throughput_mps: mps, concurrency: 64, headroom: 0.05, ..Options::default() };
     options.sandbox.default_mps = mps;
     for number in &mut options.sandbox.phone_numbers {
         if number.id == NUMBER_ID {
