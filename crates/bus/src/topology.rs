@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! {p}.events (topic) ── patient.upserted, appointment.upserted, patient.replied ──▶ {p}.scheduler.events
-//!                    └─ patient.replied, consent.changed ─────────────────────────▶ {p}.hospital.events
+//!                    └─ patient.replied, consent.changed, patient.needs_human ────▶ {p}.hospital.events
 //! {p}.jobs (direct)  ── job.due ──────────────────────────────────────────────────▶ {p}.sender.jobs
 //! {p}.dlx (topic)    ── # ────────────────────────────────────────────────────────▶ {p}.dead-letters
 //! ```
@@ -96,7 +96,11 @@ impl Topology {
                 &["patient.upserted", "appointment.upserted", "patient.replied"][..],
             ),
             (self.sender_jobs(), self.jobs_exchange(), &["job.due"][..]),
-            (self.hospital_events(), self.events_exchange(), &["patient.replied", "consent.changed"][..]),
+            (
+                self.hospital_events(),
+                self.events_exchange(),
+                &["patient.replied", "consent.changed", "patient.needs_human"][..],
+            ),
         ];
         for (queue, exchange, keys) in work_queues {
             let mut args = FieldTable::default();

@@ -107,12 +107,15 @@ impl Planner {
                 &consent::NewConsentEntry {
                     patient_id: Some(&p.patient_id),
                     phone_e164: None,
+                    channel: c.channel,
+                    purpose: c.purpose,
                     state: c.state,
                     recorded_at: c.recorded_at,
-                    source: c.source.as_str(),
+                    source: c.source,
                     evidence: c.evidence.as_deref(),
                     wording_version: c.wording_version.as_deref(),
                     recorded_by: &p.reported_by,
+                    actor: c.recorded_by.as_deref(),
                     dedupe_key: &dedupe_key,
                 },
             )

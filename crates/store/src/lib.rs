@@ -10,6 +10,7 @@ pub mod consent;
 pub mod jobs;
 pub mod patients;
 pub mod sends;
+pub mod service_replies;
 pub mod testing;
 pub mod tokens;
 pub mod webhooks;

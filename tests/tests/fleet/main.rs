@@ -7,3 +7,4 @@ mod crash;
 mod lifecycle;
 mod quiet_hours;
 mod replanning;
+mod trust;
