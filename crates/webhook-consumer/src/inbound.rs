@@ -35,6 +35,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::audit_trail::{self, ReplyAudit};
+
 /// Who the consent log names as the recorder of keyword opt-outs and opt-ins.
 const RECORDED_BY: &str = "webhook-consumer";
 /// The actor of a keyword consent: the patient, on WhatsApp.
@@ -166,6 +168,28 @@ pub async fn record_inbound(
         facility_id = facility_id.as_deref(),
         "patient reply recorded"
     );
+    let patients_at_number = match &from {
+        Some(phone) => webhooks::patient_ids_by_phone(&mut *conn, phone).await?,
+        None => Vec::new(),
+    };
+    // On a shared number the reply is the number's, not one patient's.
+    let patient_id = match patients_at_number.as_slice() {
+        [only] => Some(only.as_str()),
+        _ => None,
+    };
+    audit_trail::reply_received(
+        conn,
+        &ReplyAudit {
+            message_id,
+            action: action.as_str(),
+            message_type: &kind,
+            phone_number_id,
+            job_id,
+            appointment_id: job_context.as_ref().map(|c| c.appointment_id.as_str()),
+            patient_id,
+        },
+    )
+    .await?;
     if let Some(phone) = &from
         && !phone_number_id.is_empty()
     {
@@ -272,7 +296,7 @@ async fn record_keyword_consent(
         let subjects = std::iter::once(None).chain(patient_ids.iter().map(|p| Some(p.as_str())));
         for patient_id in subjects {
             let dedupe_key = format!("{message_id}:{}{suffix}", patient_id.unwrap_or(phone));
-            consent::append(
+            let entry_id = consent::append(
                 &mut *conn,
                 &NewConsentEntry {
                     patient_id,
@@ -290,6 +314,9 @@ async fn record_keyword_consent(
                 },
             )
             .await?;
+            if let Some(entry_id) = entry_id {
+                audit_trail::consent_recorded(conn, entry_id, patient_id, *purpose, state, message_id).await?;
+            }
         }
     }
     Ok(patient_ids)

@@ -7,6 +7,7 @@
 //! `consent.changed` through an outbox. See [`http`] and [`processor`] for the protocols.
 #![forbid(unsafe_code)]
 
+pub mod audit_trail;
 pub mod http;
 pub mod inbound;
 pub mod processor;

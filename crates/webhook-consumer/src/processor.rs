@@ -267,6 +267,7 @@ async fn handle_row(conn: &mut PgConnection, row: &InboxRow, inbound: &InboundCo
     let mut outcome = RowOutcome::default();
     for (_, status) in envelope.statuses() {
         outcome.statuses.push(record_status(conn, row, status).await?);
+        crate::audit_trail::status_received(conn, status).await?;
     }
     for (metadata, message) in envelope.messages() {
         let phone_number_id = metadata.and_then(|m| m.phone_number_id.as_deref()).unwrap_or("");

@@ -21,6 +21,8 @@ use careline_whatsapp::types::SendRequest;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit_trail;
+
 /// Calls per answer, first one included.
 const MAX_ATTEMPTS: i32 = 3;
 /// Answers sent per round before looking at shutdown again.
@@ -108,6 +110,16 @@ impl ServiceReplier {
         let closes_at = store::window_closes_at(&mut *tx, &reply.phone_number_id, &to).await?;
         if to.is_empty() || closes_at.is_none_or(|at| at <= Utc::now()) {
             store::set_state(&mut *tx, reply.reply_id, "window_closed", None, None, None).await?;
+            audit_trail::service_reply_settled(
+                &mut tx,
+                reply.reply_id,
+                &reply.inbound_message_id,
+                &reply.kind,
+                "window_closed",
+                None,
+                None,
+            )
+            .await?;
             tx.commit().await?;
             tracing::info!(reply_id = %reply.reply_id, kind = %reply.kind, "customer-service window closed; answer not sent");
             return Ok(Some(ReplyOutcome::WindowClosed));
@@ -127,7 +139,21 @@ impl ServiceReplier {
             Err(error) => ("failed", ReplyOutcome::Failed, None, error.code(), None),
         };
         let code = code.and_then(|c| i32::try_from(c).ok());
-        store::set_state(&self.pool, reply.reply_id, state, wamid, code, retry_in).await?;
+        let mut tx = self.pool.begin().await?;
+        store::set_state(&mut *tx, reply.reply_id, state, wamid, code, retry_in).await?;
+        if state != "pending" {
+            audit_trail::service_reply_settled(
+                &mut tx,
+                reply.reply_id,
+                &reply.inbound_message_id,
+                &reply.kind,
+                state,
+                wamid,
+                code,
+            )
+            .await?;
+        }
+        tx.commit().await?;
         tracing::info!(
             reply_id = %reply.reply_id,
             kind = %reply.kind,

@@ -5,6 +5,7 @@
 mod consent;
 mod crash;
 mod lifecycle;
+mod privacy;
 mod quiet_hours;
 mod replanning;
 mod trust;
