@@ -81,6 +81,34 @@ pub struct TemplateSpec {
     pub body: Vec<TemplateField>,
     #[serde(default)]
     pub buttons: Vec<TemplateButton>,
+    /// What `first_name` becomes when the number is shared by several patients (neutral
+    /// wording: no one's name reaches a phone others read), by patient language; the built-in
+    /// [`neutral_first_name`] otherwise.
+    #[serde(default)]
+    pub neutral_first_name: BTreeMap<String, String>,
+}
+
+/// Whom a message is addressed to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Addressee {
+    /// The patient alone uses the number: the first name may be used.
+    #[default]
+    Named,
+    /// Several patients share the number: neutral wording, no first name.
+    SharedNumber,
+}
+
+/// The built-in neutral stand-in for `{{first_name}}` in the six languages Careline ships
+/// texts for (English otherwise).
+pub fn neutral_first_name(language: &str) -> &'static str {
+    match crate::service_reply::text_language(language) {
+        "hi" => "मरीज़",
+        "es" => "paciente",
+        "pt" => "paciente",
+        "ar" => "عزيزي المريض",
+        "de" => "Patientin, Patient",
+        _ => "there",
+    }
 }
 
 /// The facts a template may draw from.
@@ -123,6 +151,32 @@ impl TemplateSpec {
             .into_iter()
             .find_map(|k| self.languages.get(k).or_else(|| self.languages.get(&k.to_ascii_lowercase())))
             .map(String::as_str)
+    }
+
+    /// Renders for an addressee: on a shared number `first_name` becomes the neutral wording
+    /// of the patient's language. The sender calls this with
+    /// `careline_store::patients::addressee(..)`.
+    pub fn render_for(
+        &self,
+        language: &str,
+        default_language: &str,
+        values: &TemplateValues<'_>,
+        job_id: Uuid,
+        addressee: Addressee,
+    ) -> Result<RenderedTemplate, RenderError> {
+        match addressee {
+            Addressee::Named => self.render(language, default_language, values, job_id),
+            Addressee::SharedNumber => {
+                let primary = language.split(['-', '_']).next().unwrap_or(language);
+                let neutral = self
+                    .neutral_first_name
+                    .get(language)
+                    .or_else(|| self.neutral_first_name.get(primary))
+                    .map_or_else(|| neutral_first_name(language), String::as_str);
+                let neutral_values = TemplateValues { first_name: Some(neutral), ..values.clone() };
+                self.render(language, default_language, &neutral_values, job_id)
+            }
+        }
     }
 
     pub fn render(
@@ -238,6 +292,7 @@ mod tests {
             languages: [("en".to_owned(), "en_US".to_owned()), ("pt".to_owned(), "pt_BR".to_owned())].into(),
             body: vec![TemplateField::FirstName, TemplateField::DateTime, TemplateField::Facility],
             buttons: vec![TemplateButton::Confirm, TemplateButton::Cancel],
+            neutral_first_name: BTreeMap::new(),
         }
     }
 
@@ -260,6 +315,24 @@ mod tests {
         assert_eq!(r.language_code, "pt_BR");
         assert_eq!(r.body, ["Asha", "Thu 12 Nov 2026, 10:30", "City General"]);
         assert_eq!(r.button_payloads, [format!("CONFIRM:{job}"), format!("CANCEL:{job}")]);
+    }
+
+    #[test]
+    fn a_shared_number_gets_neutral_wording_without_the_first_name() {
+        let job = Uuid::now_v7();
+        let named = spec().render_for("en", "en", &values(), job, Addressee::Named).unwrap();
+        assert_eq!(named.body[0], "Asha");
+        let shared = spec().render_for("en", "en", &values(), job, Addressee::SharedNumber).unwrap();
+        assert_eq!(shared.body, ["there", "Thu 12 Nov 2026, 10:30", "City General"]);
+        let shared = spec().render_for("pt-BR", "en", &values(), job, Addressee::SharedNumber).unwrap();
+        assert_eq!(shared.body[0], "paciente");
+        let mut configured = spec();
+        configured.neutral_first_name.insert("pt".into(), "cliente".into());
+        let shared = configured.render_for("pt-BR", "en", &values(), job, Addressee::SharedNumber).unwrap();
+        assert_eq!(shared.body[0], "cliente");
+        // No first name on file is no reason to fail a shared number's message.
+        let anonymous = TemplateValues { first_name: None, ..values() };
+        assert!(spec().render_for("en", "en", &anonymous, job, Addressee::SharedNumber).is_ok());
     }
 
     #[test]

@@ -104,6 +104,17 @@ impl Planner {
             },
         )
         .await?;
+        if changed {
+            let sharing = patients::count_at_phone(&mut *tx, &p.phone).await?;
+            if sharing > 1 {
+                // Flagged, never named: the number is contact data, the patient id is enough.
+                metrics::counter!("careline_scheduler_shared_number_reports_total").increment(1);
+                tracing::info!(
+                    patients_at_number = sharing,
+                    "patient shares a phone number; messages use neutral wording"
+                );
+            }
+        }
         if let Some(c) = &p.consent {
             let dedupe_key = format!("event:{}", envelope.message_id);
             let entry_id = consent::append(

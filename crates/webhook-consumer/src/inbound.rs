@@ -172,6 +172,9 @@ pub async fn record_inbound(
         Some(phone) => webhooks::patient_ids_by_phone(&mut *conn, phone).await?,
         None => Vec::new(),
     };
+    if patients_at_number.len() > 1 {
+        metrics::counter!("careline_webhook_shared_number_replies_total").increment(1);
+    }
     // On a shared number the reply is the number's, not one patient's.
     let patient_id = match patients_at_number.as_slice() {
         [only] => Some(only.as_str()),
