@@ -636,7 +636,8 @@ impl Fleet {
 
     /// Waits until the whole fleet is at rest: nothing due is left unclaimed or in a claim,
     /// every job handed to the sender has a final `sends` row, no webhook is pending in the
-    /// sandbox, the inbox is processed and the outbox published. Exact counts are asserted
+    /// sandbox, the inbox is processed, the outbox published and every STOP / START / HELP
+    /// answer settled. Exact counts are asserted
     /// after this, so a late duplicate would be seen.
     pub async fn settle(&self) {
         let pool = &self.pool;
@@ -647,7 +648,8 @@ impl Fleet {
                       + (SELECT count(*) FROM jobs j WHERE j.enqueued_at IS NOT NULL AND NOT EXISTS
                             (SELECT 1 FROM sends s WHERE s.job_id = j.job_id AND s.state <> 'sending'))
                       + (SELECT count(*) FROM webhook_inbox WHERE processed_at IS NULL)
-                      + (SELECT count(*) FROM webhook_outbox WHERE published_at IS NULL)",
+                      + (SELECT count(*) FROM webhook_outbox WHERE published_at IS NULL)
+                      + (SELECT count(*) FROM service_replies WHERE state IN ('pending', 'sending'))",
             )
             .bind(now)
             .fetch_one(pool)

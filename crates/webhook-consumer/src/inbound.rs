@@ -90,9 +90,16 @@ impl InboundContext {
     }
 }
 
-/// Whether a message is something a person should read: typed text or media, not a button.
+/// Whether a message is something a person should read: typed text, media, a location or a
+/// contact card — not a button, a reaction or a message WhatsApp could not deliver to us.
 fn is_free_form(message: &InboundMessage) -> bool {
-    matches!(message.content(), InboundContent::Text(_) | InboundContent::Other(_))
+    match message.content() {
+        InboundContent::Text(_) => true,
+        InboundContent::Other(kind) => {
+            !matches!(kind, Some("reaction" | "unsupported" | "system" | "request_welcome" | "ephemeral") | None)
+        }
+        _ => false,
+    }
 }
 
 /// The sender's number in E.164. A number libphonenumber does not know yet is still kept as
@@ -341,6 +348,17 @@ mod tests {
         assert_eq!(ctx.classify_button(None, Some("Later")).0, ReplyAction::Other);
         let stop = careline_domain::reply::button_payload(ReplyAction::Stop, job);
         assert_eq!(ctx.classify_button(Some(&stop), Some("Stop reminders")), (ReplyAction::Stop, Some(job), None));
+    }
+
+    #[test]
+    fn text_and_media_need_a_person_but_reactions_and_buttons_do_not() {
+        let message = |json: serde_json::Value| -> InboundMessage { serde_json::from_value(json).unwrap() };
+        let text = message(serde_json::json!({"id": "1", "type": "text", "text": {"body": "hi"}}));
+        let image = message(serde_json::json!({"id": "2", "type": "image", "image": {"id": "m1"}}));
+        let reaction = message(serde_json::json!({"id": "3", "type": "reaction", "reaction": {"emoji": "👍"}}));
+        let button = message(serde_json::json!({"id": "4", "type": "button", "button": {"payload": "x", "text": "x"}}));
+        assert!(is_free_form(&text) && is_free_form(&image));
+        assert!(!is_free_form(&reaction) && !is_free_form(&button));
     }
 
     #[test]

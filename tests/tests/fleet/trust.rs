@@ -108,3 +108,42 @@ async fn stop_arriving_while_50_jobs_for_the_patient_are_queued_lets_no_further_
     assert!(suppressed > 0, "STOP came too late to prove anything");
     assert_eq!(fleet.texts_to(&asha).len(), 1, "exactly one acknowledgement");
 }
+
+#[tokio::test]
+async fn stop_recorded_while_50_jobs_wait_in_the_sender_queue_suppresses_all_of_them() {
+    let mut fleet = spawn_fleet().await;
+    let asha = phone(44);
+    fleet.ingest_patient("P1", NORTH, &asha, Consent::OptedIn).await;
+    // A first confirmation opens the chat; then the sender goes down and 50 more queue up.
+    let starts_at = fleet.clock.now() + Duration::days(3);
+    fleet.ingest_appointment("A-first", NORTH, "P1", 1, starts_at).await;
+    let first = fleet.wait_for_messages_to(&asha, 1).await.remove(0);
+    fleet.settle().await;
+    fleet.stop(Component::Sender).await;
+    for n in 0..QUEUED {
+        fleet.ingest_appointment(&format!("A{n}"), NORTH, "P1", 1, starts_at + Duration::minutes(n as i64 + 1)).await;
+    }
+    let pool = &fleet.pool;
+    wait_until("every confirmation is queued for the sender", DEADLINE, || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jobs WHERE state = 'enqueued'")
+            .fetch_one(pool)
+            .await
+            .unwrap_or(0)
+            == QUEUED as i64 + 1
+    })
+    .await;
+
+    fleet.sandbox.type_text(&first.wa_id, "stop").expect("the patient types STOP");
+    wait_until("the opt-out is recorded", DEADLINE, || async {
+        careline_store::consent::current(&fleet.pool, "P1", &asha).await.ok().flatten() == Some(ConsentState::OptedOut)
+    })
+    .await;
+    fleet.start(Component::Sender).await;
+    fleet.settle().await;
+
+    assert_eq!(fleet.templates_to(&asha).len(), 1, "only the confirmation sent before STOP");
+    let suppressed =
+        fleet.count("SELECT count(*) FROM sends WHERE state = 'suppressed' AND reason = $1", "opted_out").await;
+    assert_eq!(suppressed, QUEUED as i64, "every queued job settled as opted out");
+    assert_eq!(fleet.texts_to(&asha).len(), 1, "exactly one acknowledgement");
+}
