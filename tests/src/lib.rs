@@ -240,6 +240,9 @@ pub async fn spawn_fleet() -> Fleet {
         migrate_on_start: false,
         batch_size: 100,
         poll_interval: Duration::from_millis(100),
+        network: Some(network.clone()),
+        // Filled in below, once the sandbox's address is known.
+        whatsapp: None,
     };
     let webhook_app =
         webhook_consumer::Application::build(webhook_settings.clone()).await.expect("build webhook-consumer");
@@ -273,6 +276,16 @@ pub async fn spawn_fleet() -> Fleet {
     let sandbox = Sandbox::build(sandbox_settings).await.expect("build wa-sandbox");
     let sandbox_url = sandbox.base_url();
     let sandbox_handle = sandbox.handle();
+    webhook_settings.whatsapp = Some(careline_whatsapp::client::ClientSettings::new(
+        sandbox_url.clone(),
+        careline_whatsapp::client::DEFAULT_API_VERSION,
+        ACCESS_TOKEN,
+    ));
+    // Built again with the sandbox as its WhatsApp API (for STOP / START / HELP answers), on
+    // the port the sandbox was told.
+    drop(webhook_app);
+    let webhook_app =
+        webhook_consumer::Application::build(webhook_settings.clone()).await.expect("build webhook-consumer");
     let sandbox_shutdown = CancellationToken::new();
     tokio::spawn(sandbox.run_until_stopped(sandbox_shutdown.clone()));
 
@@ -500,6 +513,38 @@ impl Fleet {
         .await;
     }
 
+    /// Reports a patient through ingest with this `consent` object (provenance, purpose, …) and
+    /// waits until the scheduler has stored the profile and the consent entry.
+    pub async fn ingest_patient_with_consent(
+        &self,
+        patient_id: &str,
+        facility_id: &str,
+        phone: &str,
+        consent: serde_json::Value,
+    ) {
+        let body = serde_json::json!({
+            "facility_id": facility_id,
+            "first_name": FIRST_NAME,
+            "phone": phone,
+            "language": "en",
+            "consent": consent,
+        });
+        self.call_ingest(self.http.put(format!("{}/v1/patients/{patient_id}", self.ingest_url)), body).await;
+        let pool = &self.pool;
+        wait_until(&format!("patient {patient_id} and consent are stored"), DEADLINE, || async {
+            let stored: i64 = sqlx::query_scalar(
+                "SELECT (SELECT count(*) FROM patients WHERE patient_id = $1)
+                      + (SELECT count(*) FROM consent_log WHERE patient_id = $1)",
+            )
+            .bind(patient_id)
+            .fetch_one(pool)
+            .await
+            .unwrap_or(0);
+            stored == 2
+        })
+        .await;
+    }
+
     /// Books or moves an appointment through ingest (`PUT /v1/appointments/{id}`) and waits
     /// until the scheduler has applied this version.
     pub async fn ingest_appointment(
@@ -608,7 +653,8 @@ impl Fleet {
 
     /// Waits until the whole fleet is at rest: nothing due is left unclaimed or in a claim,
     /// every job handed to the sender has a final `sends` row, no webhook is pending in the
-    /// sandbox, the inbox is processed and the outbox published. Exact counts are asserted
+    /// sandbox, the inbox is processed, the outbox published and every STOP / START / HELP
+    /// answer settled. Exact counts are asserted
     /// after this, so a late duplicate would be seen.
     pub async fn settle(&self) {
         let pool = &self.pool;
@@ -619,7 +665,8 @@ impl Fleet {
                       + (SELECT count(*) FROM jobs j WHERE j.enqueued_at IS NOT NULL AND NOT EXISTS
                             (SELECT 1 FROM sends s WHERE s.job_id = j.job_id AND s.state <> 'sending'))
                       + (SELECT count(*) FROM webhook_inbox WHERE processed_at IS NULL)
-                      + (SELECT count(*) FROM webhook_outbox WHERE published_at IS NULL)",
+                      + (SELECT count(*) FROM webhook_outbox WHERE published_at IS NULL)
+                      + (SELECT count(*) FROM service_replies WHERE state IN ('pending', 'sending'))",
             )
             .bind(now)
             .fetch_one(pool)
@@ -636,6 +683,17 @@ impl Fleet {
     pub fn messages_to(&self, phone: &str) -> Vec<SandboxMessage> {
         let wa_id = Phone::parse(phone).expect("a valid test phone number").wa_id().to_owned();
         self.sandbox.messages().into_iter().filter(|m| m.wa_id == wa_id).collect()
+    }
+
+    /// Template messages (reminders, confirmations) the sandbox accepted for this recipient;
+    /// free-form answers to STOP / START / HELP are left out.
+    pub fn templates_to(&self, phone: &str) -> Vec<SandboxMessage> {
+        self.messages_to(phone).into_iter().filter(|m| m.message_type == "template").collect()
+    }
+
+    /// Free-form text messages the sandbox accepted for this recipient.
+    pub fn texts_to(&self, phone: &str) -> Vec<SandboxMessage> {
+        self.messages_to(phone).into_iter().filter(|m| m.message_type == "text").collect()
     }
 
     /// Waits until the sandbox holds `n` messages for this recipient, then checks there are not

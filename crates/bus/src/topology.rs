@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! {p}.events (topic) ── patient.upserted, appointment.upserted, patient.replied ──▶ {p}.scheduler.events
-//!                    └─ patient.replied, consent.changed ─────────────────────────▶ {p}.hospital.events
+//!                    └─ patient.replied, consent.changed, patient.needs_human ────▶ {p}.hospital.events
 //! {p}.jobs (direct)  ── job.due ──────────────────────────────────────────────────▶ {p}.sender.jobs
 //!                    └─ job.due.urgent ───────────────────────────────────────────▶ {p}.sender.jobs.urgent
 //! {p}.delay (headers) ── careline-delay-ms = T ──▶ {p}.delay.T (TTL T) ── expired ──▶ {p}.jobs
@@ -142,7 +142,11 @@ impl Topology {
             ),
             (self.sender_jobs(), self.jobs_exchange(), &["job.due"][..]),
             (self.sender_jobs_urgent(), self.jobs_exchange(), &["job.due.urgent"][..]),
-            (self.hospital_events(), self.events_exchange(), &["patient.replied", "consent.changed"][..]),
+            (
+                self.hospital_events(),
+                self.events_exchange(),
+                &["patient.replied", "consent.changed", "patient.needs_human"][..],
+            ),
         ];
         for (queue, exchange, keys) in work_queues {
             let mut args = FieldTable::default();

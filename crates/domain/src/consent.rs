@@ -1,4 +1,10 @@
-//! WhatsApp consent: the state, and where it came from.
+//! WhatsApp consent: the state, what it is for, and where it came from.
+//!
+//! Consent is kept per channel (only WhatsApp today) and per purpose: `care` covers
+//! appointment confirmations, reminders and notices; `marketing` covers campaigns. One never
+//! implies the other. Every statement carries its provenance: how it was obtained
+//! ([`ConsentSource`]), who recorded it, when the patient gave it, the evidence and the version
+//! of the wording the patient saw.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -39,6 +45,9 @@ pub enum ConsentSource {
 }
 
 impl ConsentSource {
+    pub const ALL: [Self; 5] =
+        [Self::BookingForm, Self::FrontDesk, Self::HospitalSystem, Self::PatientPortal, Self::WhatsappKeyword];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::BookingForm => "booking_form",
@@ -47,6 +56,56 @@ impl ConsentSource {
             Self::PatientPortal => "patient_portal",
             Self::WhatsappKeyword => "whatsapp_keyword",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// What the consent is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentPurpose {
+    /// Appointment confirmations, reminders and notices (the sender's messages).
+    #[default]
+    Care,
+    /// Campaigns; never implied by `care`.
+    Marketing,
+}
+
+impl ConsentPurpose {
+    pub const ALL: [Self; 2] = [Self::Care, Self::Marketing];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Care => "care",
+            Self::Marketing => "marketing",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// Where the consent applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsentChannel {
+    #[default]
+    Whatsapp,
+}
+
+impl ConsentChannel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Whatsapp => "whatsapp",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        (s == "whatsapp").then_some(Self::Whatsapp)
     }
 }
 
@@ -63,4 +122,13 @@ pub struct ConsentRecord {
     /// The version of the consent wording the patient saw.
     #[serde(default)]
     pub wording_version: Option<String>,
+    /// What the consent is for (`care` when absent).
+    #[serde(default)]
+    pub purpose: ConsentPurpose,
+    /// Where it applies (`whatsapp` when absent).
+    #[serde(default)]
+    pub channel: ConsentChannel,
+    /// Who recorded it at the hospital: a staff or system id (never a name).
+    #[serde(default)]
+    pub recorded_by: Option<String>,
 }

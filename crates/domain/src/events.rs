@@ -37,6 +37,7 @@ pub enum Event {
     JobDue(JobDue),
     PatientReplied(PatientReplied),
     ConsentChanged(ConsentChanged),
+    NeedsHuman(NeedsHuman),
 }
 
 impl Event {
@@ -49,6 +50,7 @@ impl Event {
             Self::JobDue(_) => "job.due",
             Self::PatientReplied(_) => "patient.replied",
             Self::ConsentChanged(_) => "consent.changed",
+            Self::NeedsHuman(_) => "patient.needs_human",
         }
     }
 }
@@ -140,6 +142,23 @@ pub struct ConsentChanged {
     pub recorded_at: DateTime<Utc>,
     /// The inbound message id that carried the keyword.
     pub evidence: Option<String>,
+}
+
+/// A patient wrote something that is neither a keyword nor a button: a person at the hospital
+/// should read it in the hospital's own inbox. Carries ids only, never the text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NeedsHuman {
+    /// Meta's id of the inbound message (the hospital's inbox fetches the content from Meta).
+    pub inbound_message_id: String,
+    /// The facility whose business number received it, when known.
+    pub facility_id: Option<String>,
+    /// The appointment the message answers (a reply to a reminder), when known.
+    pub appointment_id: Option<String>,
+    /// The business number that received it.
+    pub phone_number_id: String,
+    /// `text`, `image`, `audio`, …
+    pub kind: String,
+    pub received_at: DateTime<Utc>,
 }
 
 #[cfg(test)]

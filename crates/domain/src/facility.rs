@@ -13,6 +13,7 @@ use chrono::{Duration, NaiveTime};
 use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer};
 
+use crate::keywords::KeywordConfig;
 use crate::template::TemplateSpec;
 
 /// Why a configuration file was refused.
@@ -43,6 +44,9 @@ pub struct NetworkConfig {
     /// names its portfolio; one that names none belongs to [`DEFAULT_PORTFOLIO`].
     #[serde(default)]
     pub portfolios: BTreeMap<String, Portfolio>,
+    /// Words added to the built-in STOP / START / HELP lists (`[keywords]`).
+    #[serde(default)]
+    pub keywords: KeywordConfig,
 }
 
 /// The portfolio of facilities that name none.
@@ -94,6 +98,25 @@ pub struct Facility {
     pub quiet_hours: Option<QuietHours>,
     #[serde(default)]
     pub templates: BTreeMap<String, TemplateSpec>,
+    /// How patients reach the facility; the answer to HELP.
+    #[serde(default)]
+    pub contact: Option<FacilityContact>,
+}
+
+/// The facility's public contact details (never a person's).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FacilityContact {
+    /// A switchboard or help-desk number, as patients should dial it.
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Opening hours as free text, e.g. `Mon–Fri 08:00–18:00`.
+    #[serde(default)]
+    pub hours: Option<String>,
+    #[serde(default)]
+    pub website: Option<String>,
 }
 
 fn default_throughput() -> u32 {
@@ -207,6 +230,11 @@ impl NetworkConfig {
         self.facilities.iter().find(|f| f.id == id)
     }
 
+    /// The facility sending from a business number (the first, if several share it).
+    pub fn facility_by_number(&self, phone_number_id: &str) -> Option<&Facility> {
+        self.facilities.iter().find(|f| f.phone_number_id == phone_number_id)
+    }
+
     /// The template for a kind of message: the facility's own, else the network's; a
     /// `reminder_<offset>` falls back to the generic `reminder` template.
     pub fn template_for<'a>(&'a self, facility: &'a Facility, kind: &str) -> Option<&'a TemplateSpec> {
@@ -257,6 +285,10 @@ mod tests {
         phone_number_id = "1001"
         reminder_offsets = ["48h", "2h", "90m"]
         quiet_hours = { start = "21:00", end = "08:00" }
+        contact = { phone = "+91 80 4000 0000", email = "desk@city.example", hours = "Mon-Sat 08:00-20:00" }
+
+        [keywords]
+        stop = ["halt"]
     "#;
 
     #[test]
@@ -267,6 +299,9 @@ mod tests {
         assert_eq!(city.job_kinds(), ["booking_confirmation", "reminder_48h", "reminder_2h", "reminder_90m"]);
         assert_eq!(config.template_for(city, "reminder_90m").unwrap().name, "appointment_reminder");
         assert_eq!(city.quiet_hours.unwrap().start, NaiveTime::from_hms_opt(21, 0, 0).unwrap());
+        assert_eq!(city.contact.as_ref().unwrap().email.as_deref(), Some("desk@city.example"));
+        assert_eq!(config.keywords.stop, ["halt"]);
+        assert_eq!(config.facility_by_number("1001").unwrap().id, "city");
     }
 
     #[test]

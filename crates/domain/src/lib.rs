@@ -9,9 +9,11 @@ pub mod clock;
 pub mod consent;
 pub mod events;
 pub mod facility;
+pub mod keywords;
 pub mod phone;
 pub mod plan;
 pub mod reply;
+pub mod service_reply;
 pub mod status;
 pub mod template;
 

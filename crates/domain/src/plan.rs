@@ -205,6 +205,7 @@ mod tests {
                 end: NaiveTime::parse_from_str(e, "%H:%M").unwrap(),
             }),
             templates: Default::default(),
+            contact: None,
         }
     }
 

@@ -2,10 +2,12 @@
 //!
 //! Quick-reply buttons carry a payload Careline set when it sent the template:
 //! `ACTION:<job id>` (for example `CONFIRM:0190…`). Typed keywords (STOP, START, HELP) are
-//! matched case-insensitively after trimming punctuation.
+//! matched in the patient's language by [`crate::keywords`].
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::keywords::Keywords;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -67,47 +69,11 @@ pub fn parse_button_payload(payload: &str) -> (ReplyAction, Option<Uuid>) {
     (action, Uuid::parse_str(rest.trim()).ok())
 }
 
-const STOP_WORDS: &[&str] = &[
-    "stop",
-    "unsubscribe",
-    "stop reminders",
-    "opt out",
-    "optout",
-    "cancel messages",
-    // es / pt / de / hi (latin and devanagari) / ar
-    "baja",
-    "parar",
-    "pare",
-    "sair",
-    "abmelden",
-    "stopp",
-    "band karo",
-    "बंद",
-    "बंद करो",
-    "توقف",
-    "إيقاف",
-];
-const START_WORDS: &[&str] = &["start", "subscribe", "unstop", "alta", "iniciar", "começar", "anmelden", "शुरू", "ابدأ"];
-const HELP_WORDS: &[&str] = &["help", "ayuda", "ajuda", "hilfe", "मदद", "مساعدة"];
-
-/// Classifies typed text as a keyword, or [`ReplyAction::Other`].
+/// Classifies typed text as a keyword of the built-in lists (see [`crate::keywords`]), or
+/// [`ReplyAction::Other`].
 pub fn classify_text(text: &str) -> ReplyAction {
-    let normalised: String = text
-        .trim()
-        .trim_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace())
-        .to_lowercase()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    if STOP_WORDS.contains(&normalised.as_str()) {
-        ReplyAction::Stop
-    } else if START_WORDS.contains(&normalised.as_str()) {
-        ReplyAction::Start
-    } else if HELP_WORDS.contains(&normalised.as_str()) {
-        ReplyAction::Help
-    } else {
-        ReplyAction::Other
-    }
+    static BUILT_IN: std::sync::LazyLock<Keywords> = std::sync::LazyLock::new(Keywords::built_in);
+    BUILT_IN.action(text)
 }
 
 #[cfg(test)]

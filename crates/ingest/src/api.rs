@@ -9,7 +9,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use careline_domain::consent::{ConsentRecord, ConsentSource, ConsentState};
+use careline_domain::consent::{ConsentChannel, ConsentPurpose, ConsentRecord, ConsentSource, ConsentState};
 use careline_domain::events::{AppointmentStatus, AppointmentUpserted, Event, PatientUpserted};
 use careline_domain::facility::NetworkConfig;
 use careline_domain::{Phone, PhoneError};
@@ -52,6 +52,12 @@ pub struct ConsentBody {
     pub source: Option<String>,
     pub evidence: Option<String>,
     pub wording_version: Option<String>,
+    /// `care` (default) or `marketing`.
+    pub purpose: Option<String>,
+    /// `whatsapp` (default).
+    pub channel: Option<String>,
+    /// Who at the hospital took the consent: a staff or system id, never a name.
+    pub recorded_by: Option<String>,
 }
 
 /// `PUT /v1/appointments/{appointment_id}` and `POST /v1/appointments/{appointment_id}/cancel`
@@ -320,7 +326,31 @@ fn validate_consent(c: &mut Checks, body: ConsentBody, now: DateTime<Utc>) -> Op
     });
     let evidence = c.text("consent.evidence", body.evidence, MAX_LABEL_CHARS, false);
     let wording_version = c.text("consent.wording_version", body.wording_version, MAX_LABEL_CHARS, false);
-    Some(ConsentRecord { state: state?, recorded_at: recorded_at?, source: source?, evidence, wording_version })
+    let recorded_by = c.text("consent.recorded_by", body.recorded_by, MAX_LABEL_CHARS, false);
+    let purpose = match body.purpose.as_deref().map(str::trim) {
+        None | Some("") => Some(ConsentPurpose::Care),
+        Some(p) => ConsentPurpose::parse(p).or_else(|| {
+            c.fail("consent.purpose", "must be 'care' or 'marketing'");
+            None
+        }),
+    };
+    let channel = match body.channel.as_deref().map(str::trim) {
+        None | Some("") => Some(ConsentChannel::Whatsapp),
+        Some(ch) => ConsentChannel::parse(ch).or_else(|| {
+            c.fail("consent.channel", "must be 'whatsapp'");
+            None
+        }),
+    };
+    Some(ConsentRecord {
+        state: state?,
+        recorded_at: recorded_at?,
+        source: source?,
+        evidence,
+        wording_version,
+        purpose: purpose?,
+        channel: channel?,
+        recorded_by,
+    })
 }
 
 /// Checks an appointment report and builds its event. `forced_status` is the cancel
@@ -464,6 +494,29 @@ mod tests {
                 "consent.source"
             ]
         );
+    }
+
+    #[test]
+    fn consent_names_a_known_purpose_and_channel_and_keeps_who_took_it() {
+        let body: PatientBody = serde_json::from_value(serde_json::json!({
+            "facility_id": "city", "phone": "+919812345678", "language": "en",
+            "consent": {"state": "opted_in", "recorded_at": "2026-01-01T10:00:00Z", "source": "front_desk",
+                        "purpose": "newsletters", "channel": "sms"}
+        }))
+        .unwrap();
+        let errors = validate_patient(&network(), "P1", body, "his", Utc::now()).unwrap_err();
+        assert_eq!(fields(&errors), ["consent.purpose", "consent.channel"]);
+
+        let body: PatientBody = serde_json::from_value(serde_json::json!({
+            "facility_id": "city", "phone": "+919812345678", "language": "en",
+            "consent": {"state": "opted_in", "recorded_at": "2026-01-01T10:00:00Z", "source": "front_desk",
+                        "purpose": "marketing", "recorded_by": "desk-7", "wording_version": "v3"}
+        }))
+        .unwrap();
+        let consent = validate_patient(&network(), "P1", body, "his", Utc::now()).unwrap().consent.unwrap();
+        assert_eq!(consent.purpose, ConsentPurpose::Marketing);
+        assert_eq!(consent.channel, ConsentChannel::Whatsapp);
+        assert_eq!(consent.recorded_by.as_deref(), Some("desk-7"));
     }
 
     #[test]

@@ -719,27 +719,57 @@ async fn execute(app: &AppState, caller: &Caller, prepared: &Prepared) -> Result
         }
         Action::RecordConsent(statement) => {
             let dedupe_key = consent_dedupe_key(&caller.source, statement);
-            let new = careline_store::consent::append(
-                &app.pool,
-                &careline_store::consent::NewConsentEntry {
-                    patient_id: Some(&statement.patient_id),
-                    phone_e164: None,
-                    state: statement.state,
-                    recorded_at: statement.recorded_at,
-                    source: ConsentSource::HospitalSystem.as_str(),
-                    evidence: statement.evidence.as_deref(),
-                    wording_version: None,
-                    recorded_by: &caller.source,
-                    dedupe_key: &dedupe_key,
-                },
-            )
-            .await
-            .map_err(|e| {
+            let unavailable = |e: sqlx::Error| {
                 tracing::warn!(error = %e, "consent append failed");
                 FhirError::from(Problem::Unavailable(
                     "the consent log is unavailable; nothing was recorded, retry later".to_owned(),
                 ))
-            })?;
+            };
+            let mut tx = app.pool.begin().await.map_err(unavailable)?;
+            let entry_id = careline_store::consent::append(
+                &mut *tx,
+                &careline_store::consent::NewConsentEntry {
+                    patient_id: Some(&statement.patient_id),
+                    phone_e164: None,
+                    channel: careline_domain::consent::ConsentChannel::Whatsapp,
+                    purpose: careline_domain::consent::ConsentPurpose::Care,
+                    state: statement.state,
+                    recorded_at: statement.recorded_at,
+                    source: ConsentSource::HospitalSystem,
+                    evidence: statement.evidence.as_deref(),
+                    wording_version: None,
+                    recorded_by: &caller.source,
+                    actor: None,
+                    dedupe_key: &dedupe_key,
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+            if let Some(entry_id) = entry_id {
+                careline_store::audit::append(
+                    &mut tx,
+                    &careline_store::audit::AuditRecord {
+                        kind: "consent.recorded",
+                        actor: "ingest",
+                        patient_id: Some(&statement.patient_id),
+                        body: serde_json::json!({
+                            "entry_id": entry_id,
+                            "channel": "whatsapp",
+                            "purpose": "care",
+                            "state": statement.state.as_str(),
+                            "source": ConsentSource::HospitalSystem.as_str(),
+                            "recorded_at": statement.recorded_at.to_rfc3339(),
+                            "reported_by": caller.source,
+                        }),
+                        dedupe_key: Some(&format!("consent:{entry_id}")),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(unavailable)?;
+            }
+            tx.commit().await.map_err(unavailable)?;
+            let new = entry_id.is_some();
             tracing::info!(state = statement.state.as_str(), new, "consent recorded");
             metrics::counter!("careline_ingest_consent_recorded_total", "state" => statement.state.as_str())
                 .increment(1);

@@ -18,6 +18,7 @@ use careline_domain::facility::NetworkConfig;
 use careline_domain::plan::{Decision, plan_messages};
 use careline_domain::reply::ReplyAction;
 use careline_store::appointments::Appointment;
+use careline_store::audit;
 use careline_store::jobs::NewJob;
 use careline_store::{PgPool, appointments, consent, jobs, patients};
 use chrono::{DateTime, Utc};
@@ -58,6 +59,9 @@ pub struct Planner {
     network: Arc<NetworkConfig>,
     clock: Arc<dyn Clock>,
 }
+
+/// The actor named by the scheduler's audit records.
+const AUDIT_ACTOR: &str = "scheduler";
 
 impl Planner {
     pub fn new(pool: PgPool, network: Arc<NetworkConfig>, clock: Arc<dyn Clock>) -> Self {
@@ -100,23 +104,59 @@ impl Planner {
             },
         )
         .await?;
+        if changed {
+            let sharing = patients::count_at_phone(&mut *tx, &p.phone).await?;
+            if sharing > 1 {
+                // Flagged, never named: the number is contact data, the patient id is enough.
+                metrics::counter!("careline_scheduler_shared_number_reports_total").increment(1);
+                tracing::info!(
+                    patients_at_number = sharing,
+                    "patient shares a phone number; messages use neutral wording"
+                );
+            }
+        }
         if let Some(c) = &p.consent {
             let dedupe_key = format!("event:{}", envelope.message_id);
-            consent::append(
+            let entry_id = consent::append(
                 &mut *tx,
                 &consent::NewConsentEntry {
                     patient_id: Some(&p.patient_id),
                     phone_e164: None,
+                    channel: c.channel,
+                    purpose: c.purpose,
                     state: c.state,
                     recorded_at: c.recorded_at,
-                    source: c.source.as_str(),
+                    source: c.source,
                     evidence: c.evidence.as_deref(),
                     wording_version: c.wording_version.as_deref(),
                     recorded_by: &p.reported_by,
+                    actor: c.recorded_by.as_deref(),
                     dedupe_key: &dedupe_key,
                 },
             )
             .await?;
+            if let Some(entry_id) = entry_id {
+                audit::append(
+                    &mut tx,
+                    &audit::AuditRecord {
+                        kind: "consent.recorded",
+                        actor: AUDIT_ACTOR,
+                        patient_id: Some(&p.patient_id),
+                        body: serde_json::json!({
+                            "entry_id": entry_id,
+                            "channel": c.channel.as_str(),
+                            "purpose": c.purpose.as_str(),
+                            "state": c.state.as_str(),
+                            "source": c.source.as_str(),
+                            "recorded_at": c.recorded_at.to_rfc3339(),
+                            "reported_by": p.reported_by,
+                        }),
+                        dedupe_key: Some(&format!("consent:{entry_id}")),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            }
             metrics::counter!("careline_scheduler_consent_recorded_total", "state" => c.state.as_str()).increment(1);
         }
         tx.commit().await?;
@@ -216,10 +256,11 @@ impl Planner {
                     ("skipped", now, Some(why.as_str()))
                 }
             };
-            jobs::insert(
+            let job_id = uuid::Uuid::now_v7();
+            let inserted = jobs::insert(
                 &mut **tx,
                 &NewJob {
-                    job_id: uuid::Uuid::now_v7(),
+                    job_id,
                     appointment_id: &row.appointment_id,
                     generation: row.generation,
                     kind: &message.kind,
@@ -230,6 +271,27 @@ impl Planner {
                 },
             )
             .await?;
+            if inserted {
+                audit::append(
+                    tx,
+                    &audit::AuditRecord {
+                        kind: "job.planned",
+                        actor: AUDIT_ACTOR,
+                        patient_id: Some(&row.patient_id),
+                        appointment_id: Some(&row.appointment_id),
+                        job_id: Some(job_id),
+                        body: serde_json::json!({
+                            "message_kind": message.kind,
+                            "generation": row.generation,
+                            "state": state,
+                            "reason": reason,
+                            "due_at": due_at.to_rfc3339(),
+                        }),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            }
             metrics::counter!("careline_scheduler_jobs_planned_total", "kind" => message.kind.clone(), "state" => state)
                 .increment(1);
         }

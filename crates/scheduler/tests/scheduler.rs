@@ -301,6 +301,9 @@ async fn patient_consent_is_appended_once_and_a_confirm_reply_marks_the_appointm
                 source: ConsentSource::BookingForm,
                 evidence: Some("form-7".into()),
                 wording_version: Some("v2".into()),
+                purpose: Default::default(),
+                channel: Default::default(),
+                recorded_by: Some("desk-12".into()),
             }),
             reported_by: "test".into(),
         }),
@@ -372,4 +375,39 @@ async fn an_event_for_an_unknown_facility_is_dead_lettered_not_retried() {
     a.facility_id = "nowhere".into();
     let handling = s.app.planner().handle(Envelope::new(Event::AppointmentUpserted(a), Utc::now())).await;
     assert!(matches!(handling, careline_bus::Handling::Reject(reason) if reason.contains("nowhere")));
+}
+
+#[tokio::test]
+async fn a_number_shared_by_two_patients_is_flagged_and_addressed_neutrally() {
+    // The process's recorder, installed before anything counts.
+    let metrics_handle = careline_telemetry::metrics_handle();
+    let s = spawn_scheduler(t("2026-06-01T09:00:00Z")).await;
+    let patient = |id: &str, name: &str| {
+        Envelope::new(
+            Event::PatientUpserted(PatientUpserted {
+                patient_id: id.into(),
+                facility_id: "city".into(),
+                first_name: Some(name.into()),
+                phone: "+4915123456700".into(),
+                language: "de".into(),
+                consent: None,
+                reported_by: "test".into(),
+            }),
+            t("2026-06-01T09:00:00Z"),
+        )
+    };
+    let first = patient("P1", "Lena");
+    let Event::PatientUpserted(p) = &first.event else { unreachable!() };
+    s.app.planner().apply_patient(p, &first).await.unwrap();
+    let addressee = careline_store::patients::addressee(&s.pool, "+4915123456700").await.unwrap();
+    assert_eq!(addressee, careline_domain::template::Addressee::Named);
+
+    let second = patient("P2", "Jonas");
+    let Event::PatientUpserted(p) = &second.event else { unreachable!() };
+    s.app.planner().apply_patient(p, &second).await.unwrap();
+    let addressee = careline_store::patients::addressee(&s.pool, "+4915123456700").await.unwrap();
+    assert_eq!(addressee, careline_domain::template::Addressee::SharedNumber);
+    let metrics = metrics_handle.render();
+    assert!(metrics.contains("careline_scheduler_shared_number_reports_total 1"), "{metrics}");
+    assert!(!metrics.contains("4915123456700") && !metrics.contains("Jonas"), "the flag names no one");
 }

@@ -36,7 +36,7 @@ use careline_domain::events::{Envelope, Event, JobDue};
 use careline_domain::facility::{Facility, NetworkConfig};
 use careline_domain::phone::Phone;
 use careline_domain::plan::send_deadline;
-use careline_domain::template::TemplateValues;
+use careline_domain::template::{Addressee, TemplateValues};
 use careline_store::PgPool;
 use careline_store::sends::{self, CallOutcome, Claim, ClaimResult, JobView, SendContext, SendState, Settlement};
 use careline_whatsapp::client::{SendError, WhatsAppClient};
@@ -166,6 +166,7 @@ pub struct Worker {
     paused: PausedNumbers,
     tier: TierBudget,
     loads: Batcher<Uuid, Loaded>,
+    consents: Batcher<(String, String), Option<ConsentState>>,
     settlements: Batcher<Settlement, bool>,
     claims: Batcher<Claim, (Owner, ClaimResult)>,
     outcomes: Batcher<CallOutcome, bool>,
@@ -200,6 +201,13 @@ impl Worker {
             Batcher::start("load", BATCH_MAX, BATCH_PARALLEL, move |ids: Vec<Uuid>| {
                 let pool = pool.clone();
                 async move { load(&pool, &ids).await.map_err(BatchError::from) }
+            })
+        };
+        let consents = {
+            let pool = pool.clone();
+            Batcher::start("consent", BATCH_MAX, BATCH_PARALLEL, move |subjects: Vec<(String, String)>| {
+                let pool = pool.clone();
+                async move { Ok(careline_store::consent::current_many(&pool, &subjects).await?) }
             })
         };
         let settlements = {
@@ -242,6 +250,7 @@ impl Worker {
             paused: PausedNumbers::default(),
             tier,
             loads,
+            consents,
             settlements,
             claims,
             outcomes,
@@ -381,6 +390,15 @@ impl Worker {
 
         let lane = if job.is_urgent() { Lane::Urgent } else { Lane::Bulk };
         let slot = self.pacers.slot(number, lane).await.ok_or(SendJobError::Stopping)?;
+        // The wait for a slot can be long on a saturated number: a STOP recorded meanwhile must
+        // still stop this message, so consent is read again (the slot is given up if not).
+        if let Some(patient) = &ctx.patient {
+            let consent = self.consents.call((ctx.patient_id.clone(), patient.phone_e164.clone())).await?;
+            if consent != Some(ConsentState::OptedIn) {
+                let reason = if consent.is_none() { "no_consent" } else { "opted_out" };
+                return self.settle(job, facility_label, SendState::Suppressed, reason.into(), None, None).await;
+            }
+        }
         let claim = Claim {
             job_id: job.job_id,
             phone_number_id: number.to_owned(),
@@ -479,8 +497,13 @@ impl Worker {
             starts_at: ctx.starts_at,
             time_zone: facility.time_zone,
         };
+        // A number shared by several patients (a family phone) gets neutral wording.
+        let addressee = if patient.shared_number { Addressee::SharedNumber } else { Addressee::Named };
+        if patient.shared_number {
+            metrics::counter!("careline_sender_shared_number_messages_total").increment(1);
+        }
         let rendered = spec
-            .render(&patient.language, &self.network.default_language, &values, job.job_id)
+            .render_for(&patient.language, &self.network.default_language, &values, job.job_id, addressee)
             .map_err(|e| format!("render: {e}"))?;
         let (template_name, language_code) = (rendered.name.clone(), rendered.language_code.clone());
         let mut template = Template::new(rendered.name, rendered.language_code).with_body_text(rendered.body);

@@ -6,10 +6,13 @@
 #![forbid(unsafe_code)]
 
 pub mod appointments;
+pub mod audit;
 pub mod consent;
 pub mod jobs;
 pub mod patients;
+pub mod privacy;
 pub mod sends;
+pub mod service_replies;
 pub mod testing;
 pub mod tokens;
 pub mod webhooks;

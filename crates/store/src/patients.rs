@@ -34,3 +34,24 @@ pub async fn upsert(db: impl PgExecutor<'_>, p: &PatientProfile<'_>) -> sqlx::Re
     .await?;
     Ok(result.rows_affected() == 1)
 }
+
+/// How many patients (not erased) are reached at a number.
+pub async fn count_at_phone(db: impl PgExecutor<'_>, phone_e164: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM patients WHERE phone_e164 = $1 AND erased_at IS NULL AND phone_e164 <> ''")
+        .bind(phone_e164)
+        .fetch_one(db)
+        .await
+}
+
+/// Whom a message to this number may address: a number shared by several patients gets
+/// neutral wording (no first name), see [`careline_domain::template::Addressee`].
+pub async fn addressee(
+    db: impl PgExecutor<'_>,
+    phone_e164: &str,
+) -> sqlx::Result<careline_domain::template::Addressee> {
+    Ok(if count_at_phone(db, phone_e164).await? > 1 {
+        careline_domain::template::Addressee::SharedNumber
+    } else {
+        careline_domain::template::Addressee::Named
+    })
+}

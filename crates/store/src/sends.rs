@@ -102,6 +102,8 @@ pub struct PatientContact {
     pub recipient_key: String,
     /// Meta said the number cannot receive WhatsApp messages (131026).
     pub unreachable: bool,
+    /// Several patients are reached at this number: address none of them by name.
+    pub shared_number: bool,
 }
 
 /// Everything the sender reads about a job right before acting.
@@ -154,6 +156,7 @@ struct ViewRow {
     language: Option<String>,
     recipient_key: Option<String>,
     unreachable: Option<bool>,
+    shared_number: Option<bool>,
     send_state: Option<String>,
     send_reason: Option<String>,
     attempts: Option<i32>,
@@ -174,6 +177,7 @@ pub async fn load_views(db: impl PgExecutor<'_>, job_ids: &[Uuid]) -> sqlx::Resu
                 a.starts_at, a.clinician, a.facility_id, a.patient_id,
                 p.first_name, p.phone_e164, p.language, p.recipient_key,
                 p.whatsapp_unreachable_at IS NOT NULL AS unreachable,
+                (SELECT count(*) > 1 FROM patients other WHERE other.phone_e164 = p.phone_e164) AS shared_number,
                 s.state AS send_state, s.reason AS send_reason, s.attempts, s.recorded_attempts,
                 s.lease_until > clock_timestamp() AS leased, s.unknown_since, s.resends,
                 (SELECT count(*) FROM send_attempts sa WHERE sa.job_id = i.job_id AND sa.error_code = 131056)
@@ -216,6 +220,7 @@ impl ViewRow {
                 language,
                 recipient_key,
                 unreachable: self.unreachable.unwrap_or(false),
+                shared_number: self.shared_number.unwrap_or(false),
             }),
             _ => None,
         };

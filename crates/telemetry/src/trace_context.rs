@@ -95,7 +95,10 @@ pub async fn trace_http_request(request: Request, next: Next) -> Response {
         Some(route) => format!("{method} {route}"),
         None => method.clone(),
     };
+    // A server span's only parent is the remote caller's (`traceparent`), never whatever span
+    // the listener task happens to run in.
     let span = tracing::info_span!(
+        parent: None,
         "http.server.request",
         otel.name = %name,
         otel.kind = "server",

@@ -7,9 +7,12 @@
 //! `consent.changed` through an outbox. See [`http`] and [`processor`] for the protocols.
 #![forbid(unsafe_code)]
 
+pub mod audit_trail;
 pub mod http;
+pub mod inbound;
 pub mod processor;
 pub mod reconcile;
+pub mod service_replies;
 pub mod settings;
 
 use std::net::SocketAddr;
@@ -20,12 +23,15 @@ use anyhow::Context;
 use careline_bus::Publisher;
 use careline_store::PgPool;
 use careline_telemetry::Readiness;
+use careline_whatsapp::client::WhatsAppClient;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use inbound::InboundContext;
 pub use processor::Processor;
+pub use service_replies::ServiceReplier;
 pub use settings::{Secret, Settings};
 
 /// The service name, used for logs, the broker connection and consent provenance.
@@ -119,7 +125,22 @@ impl Application {
 
         tasks.spawn(watch_readiness(pool.clone(), publisher.clone(), readiness, shutdown.clone()));
 
-        let processor = Processor::new(pool.clone(), publisher, settings.batch_size);
+        let inbound = InboundContext::new(settings.network.clone());
+        let processor = Processor::new(pool.clone(), publisher, settings.batch_size).with_inbound(inbound);
+        match &settings.whatsapp {
+            Some(client_settings) => {
+                let client = WhatsAppClient::new(client_settings.clone()).context("building the WhatsApp client")?;
+                let replier = ServiceReplier::new(pool.clone(), client, settings.network.clone());
+                let (poll, stop) = (settings.poll_interval, shutdown.clone());
+                tasks.spawn(async move {
+                    replier.run(poll, stop).await;
+                    Ok("service replier")
+                });
+            }
+            None => tracing::warn!(
+                "WHATSAPP_ACCESS_TOKEN unset: STOP/START acknowledgements and HELP answers are queued, not sent"
+            ),
+        }
         let (migrate, poll_interval, stop) = (settings.migrate_on_start, settings.poll_interval, shutdown.clone());
         tasks.spawn(async move {
             if migrate && !migrate_until_done(&pool, &stop).await {

@@ -18,15 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use careline_bus::{PublishError, Publisher};
-use careline_domain::consent::{ConsentSource, ConsentState};
-use careline_domain::events::{ConsentChanged, Envelope, Event, PatientReplied};
-use careline_domain::phone::Phone;
-use careline_domain::reply::{ReplyAction, classify_text, parse_button_payload};
 use careline_domain::status::DeliveryStatus;
-use careline_store::consent::{self, NewConsentEntry};
-use careline_store::webhooks::{self, InboxRow, NewInboundMessage, NewStatusEvent};
+use careline_store::webhooks::{self, InboxRow, NewStatusEvent};
 use careline_store::{PgPool, Postgres, Transaction};
-use careline_whatsapp::webhook::{InboundContent, InboundMessage, Status, WebhookEnvelope};
+use careline_whatsapp::webhook::{Status, WebhookEnvelope};
 use chrono::{DateTime, Utc};
 use opentelemetry::trace::TraceContextExt;
 use sqlx::{Connection, PgConnection};
@@ -36,8 +31,8 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
-/// Who the consent log names as the recorder of keyword opt-outs and opt-ins.
-const RECORDED_BY: &str = "webhook-consumer";
+use crate::inbound::{InboundContext, record_inbound};
+
 /// The longest a failed inbox row waits before it is tried again.
 const MAX_RETRY_DELAY_MS: i64 = 5 * 60 * 1000;
 /// How long a stopping processor tries to publish what it committed.
@@ -60,6 +55,7 @@ pub struct Processor {
     pool: PgPool,
     publisher: Arc<Publisher>,
     batch_size: usize,
+    inbound: Arc<InboundContext>,
 }
 
 /// What one inbox row produced, for metrics after commit.
@@ -74,7 +70,13 @@ struct RowOutcome {
 
 impl Processor {
     pub fn new(pool: PgPool, publisher: Arc<Publisher>, batch_size: usize) -> Self {
-        Self { pool, publisher, batch_size: batch_size.max(1) }
+        Self { pool, publisher, batch_size: batch_size.max(1), inbound: Arc::default() }
+    }
+
+    /// Uses these keyword lists and facilities for inbound messages (built-in lists otherwise).
+    pub fn with_inbound(mut self, inbound: InboundContext) -> Self {
+        self.inbound = Arc::new(inbound);
+        self
     }
 
     /// Runs until `shutdown`: a round after every wake-up (a stored POST) or `poll_interval`.
@@ -140,7 +142,7 @@ impl Processor {
             return Ok(false);
         };
         let span = tracing::info_span!("process_webhook", inbox_id = row.inbox_id, attempt = row.attempts + 1);
-        process_claimed(tx, row).instrument(span).await?;
+        process_claimed(tx, row, &self.inbound).instrument(span).await?;
         Ok(true)
     }
 
@@ -197,10 +199,14 @@ impl Processor {
 
 /// Handles a claimed row inside a savepoint, then marks it processed, or records the failure
 /// (rolling back everything the attempt wrote), and commits.
-async fn process_claimed(mut tx: Transaction<'_, Postgres>, row: InboxRow) -> sqlx::Result<()> {
+async fn process_claimed(
+    mut tx: Transaction<'_, Postgres>,
+    row: InboxRow,
+    inbound: &InboundContext,
+) -> sqlx::Result<()> {
     let outcome = {
         let mut savepoint = tx.begin().await?;
-        match handle_row(&mut savepoint, &row).await {
+        match handle_row(&mut savepoint, &row, inbound).await {
             Ok(outcome) => {
                 savepoint.commit().await?;
                 Ok(outcome)
@@ -255,7 +261,7 @@ fn record_metrics(outcome: &RowOutcome) {
 }
 
 /// Handles every status and message of one body, in the caller's transaction.
-async fn handle_row(conn: &mut PgConnection, row: &InboxRow) -> sqlx::Result<RowOutcome> {
+async fn handle_row(conn: &mut PgConnection, row: &InboxRow, inbound: &InboundContext) -> sqlx::Result<RowOutcome> {
     let envelope = match WebhookEnvelope::parse(&row.body) {
         Ok(envelope) => envelope,
         Err(error) => return Ok(RowOutcome { note: Some(format!("unreadable body: {error}")), ..Default::default() }),
@@ -263,10 +269,11 @@ async fn handle_row(conn: &mut PgConnection, row: &InboxRow) -> sqlx::Result<Row
     let mut outcome = RowOutcome::default();
     for (_, status) in envelope.statuses() {
         outcome.statuses.push(record_status(conn, row, status).await?);
+        crate::audit_trail::status_received(conn, status).await?;
     }
     for (metadata, message) in envelope.messages() {
         let phone_number_id = metadata.and_then(|m| m.phone_number_id.as_deref()).unwrap_or("");
-        match record_inbound(conn, row, phone_number_id, message).await? {
+        match record_inbound(conn, row, phone_number_id, message, inbound).await? {
             Some(action) => outcome.inbound.push(action.as_str()),
             None => outcome.duplicates += 1,
         }
@@ -368,178 +375,6 @@ async fn record_status_event(
     Ok(())
 }
 
-/// What a reply means, and the job its button names (if any).
-fn classify(message: &InboundMessage) -> (ReplyAction, Option<Uuid>) {
-    match message.content() {
-        InboundContent::Text(body) => (classify_text(body), None),
-        InboundContent::QuickReply { payload, text } => classify_button(payload, text),
-        InboundContent::ButtonReply { id, title } => classify_button(id, title),
-        InboundContent::ListReply { .. } | InboundContent::Other(_) => (ReplyAction::Other, None),
-    }
-}
-
-/// A button's payload (`ACTION:<job id>`) decides; a button Careline did not label (for example
-/// a "Stop" quick reply) still counts by its keyword label.
-fn classify_button(payload: Option<&str>, label: Option<&str>) -> (ReplyAction, Option<Uuid>) {
-    let (action, job_id) = payload.map_or((ReplyAction::Other, None), parse_button_payload);
-    if action == ReplyAction::Other
-        && let Some(keyword) = payload.into_iter().chain(label).map(classify_text).find(|a| *a != ReplyAction::Other)
-    {
-        return (keyword, None);
-    }
-    (action, job_id)
-}
-
-/// The sender's number in E.164. A number libphonenumber does not know yet is still kept as
-/// `+digits`: an opt-out must be honoured even then.
-fn sender_e164(from: Option<&str>) -> Option<String> {
-    let from = from?.trim();
-    match Phone::from_wa_id(from) {
-        Ok(phone) => Some(phone.e164().to_owned()),
-        Err(_) => {
-            let digits: String = from.chars().filter(char::is_ascii_digit).collect();
-            (!digits.is_empty()).then(|| format!("+{digits}"))
-        }
-    }
-}
-
-/// Records one inbound message and queues its events. `None` if it was seen before.
-async fn record_inbound(
-    conn: &mut PgConnection,
-    row: &InboxRow,
-    phone_number_id: &str,
-    message: &InboundMessage,
-) -> sqlx::Result<Option<ReplyAction>> {
-    let Some(message_id) = message.id.as_deref().filter(|id| !id.is_empty()) else {
-        tracing::warn!(inbox_id = row.inbox_id, "inbound message without an id ignored");
-        return Ok(None);
-    };
-    let from = sender_e164(message.from.as_deref());
-    let received_at = unix_time(message.timestamp_secs(), row.received_at);
-    let (action, button_job) = classify(message);
-    let context_wamid = message.context_id();
-    let job_id = match (button_job, context_wamid) {
-        (Some(job_id), _) => Some(job_id),
-        (None, Some(wamid)) => webhooks::job_id_for_wamid(&mut *conn, wamid).await?,
-        (None, None) => None,
-    };
-    let job_context = match job_id {
-        Some(job_id) => webhooks::job_context(&mut *conn, job_id).await?,
-        None => None,
-    };
-    let kind: String = message.message_type.as_deref().unwrap_or("unknown").chars().take(32).collect();
-    let inserted = webhooks::insert_inbound_message(
-        &mut *conn,
-        &NewInboundMessage {
-            message_id,
-            phone_number_id,
-            from_e164: from.as_deref().unwrap_or(""),
-            received_at,
-            kind: &kind,
-            action: action.as_str(),
-            context_wamid,
-            job_id,
-            appointment_id: job_context.as_ref().map(|c| c.appointment_id.as_str()),
-            inbox_id: row.inbox_id,
-        },
-    )
-    .await?;
-    if !inserted {
-        tracing::debug!(inbox_id = row.inbox_id, "inbound message seen before; no side effects");
-        return Ok(None);
-    }
-    tracing::info!(
-        inbox_id = row.inbox_id,
-        action = action.as_str(),
-        job_id = job_id.map(tracing::field::display),
-        appointment_id = job_context.as_ref().map(|c| c.appointment_id.as_str()),
-        "patient reply recorded"
-    );
-
-    let consent_state = match action {
-        ReplyAction::Stop => Some(ConsentState::OptedOut),
-        ReplyAction::Start => Some(ConsentState::OptedIn),
-        _ => None,
-    };
-    if let Some(state) = consent_state {
-        let patient_ids = match &from {
-            Some(phone) => record_keyword_consent(conn, message_id, phone, state, received_at).await?,
-            None => {
-                tracing::warn!(
-                    inbox_id = row.inbox_id,
-                    "keyword from a sender without a phone number; no consent entry"
-                );
-                Vec::new()
-            }
-        };
-        let changed = ConsentChanged {
-            patient_ids,
-            state,
-            source: ConsentSource::WhatsappKeyword,
-            recorded_at: received_at,
-            evidence: Some(message_id.to_owned()),
-        };
-        webhooks::enqueue_outbox(&mut *conn, &Envelope::new(Event::ConsentChanged(changed), received_at)).await?;
-    }
-    let replied = PatientReplied {
-        inbound_message_id: message_id.to_owned(),
-        action,
-        appointment_id: job_context.as_ref().map(|c| c.appointment_id.clone()),
-        job_id,
-        facility_id: job_context.map(|c| c.facility_id),
-        received_at,
-    };
-    webhooks::enqueue_outbox(&mut *conn, &Envelope::new(Event::PatientReplied(replied), received_at)).await?;
-    Ok(Some(action))
-}
-
-/// Appends the keyword's consent for the number and for every patient reached at it.
-/// Returns those patients' ids.
-async fn record_keyword_consent(
-    conn: &mut PgConnection,
-    message_id: &str,
-    phone: &str,
-    state: ConsentState,
-    recorded_at: DateTime<Utc>,
-) -> sqlx::Result<Vec<String>> {
-    let patient_ids = webhooks::patient_ids_by_phone(&mut *conn, phone).await?;
-    let phone_key = format!("{message_id}:{phone}");
-    consent::append(
-        &mut *conn,
-        &NewConsentEntry {
-            patient_id: None,
-            phone_e164: Some(phone),
-            state,
-            recorded_at,
-            source: ConsentSource::WhatsappKeyword.as_str(),
-            evidence: Some(message_id),
-            wording_version: None,
-            recorded_by: RECORDED_BY,
-            dedupe_key: &phone_key,
-        },
-    )
-    .await?;
-    for patient_id in &patient_ids {
-        let patient_key = format!("{message_id}:{patient_id}");
-        consent::append(
-            &mut *conn,
-            &NewConsentEntry {
-                patient_id: Some(patient_id),
-                phone_e164: Some(phone),
-                state,
-                recorded_at,
-                source: ConsentSource::WhatsappKeyword.as_str(),
-                evidence: Some(message_id),
-                wording_version: None,
-                recorded_by: RECORDED_BY,
-                dedupe_key: &patient_key,
-            },
-        )
-        .await?;
-    }
-    Ok(patient_ids)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,23 +386,5 @@ mod tests {
         assert_eq!(retry_delay_ms(3), 8000);
         assert_eq!(retry_delay_ms(30), MAX_RETRY_DELAY_MS);
         assert_eq!(retry_delay_ms(-1), 1000);
-    }
-
-    #[test]
-    fn buttons_classify_by_payload_then_by_keyword_label() {
-        let job = Uuid::now_v7();
-        let payload = format!("CONFIRM:{job}");
-        assert_eq!(classify_button(Some(&payload), Some("Confirm")), (ReplyAction::Confirm, Some(job)));
-        assert_eq!(classify_button(Some("Stop"), Some("Stop")), (ReplyAction::Stop, None));
-        assert_eq!(classify_button(Some("x"), Some("Stop reminders")), (ReplyAction::Stop, None));
-        assert_eq!(classify_button(None, Some("Later")), (ReplyAction::Other, None));
-    }
-
-    #[test]
-    fn senders_are_kept_in_e164_even_when_unknown_to_the_numbering_plan() {
-        assert_eq!(sender_e164(Some("919812345678")).as_deref(), Some("+919812345678"));
-        assert_eq!(sender_e164(Some("999")).as_deref(), Some("+999"));
-        assert_eq!(sender_e164(Some("")), None);
-        assert_eq!(sender_e164(None), None);
     }
 }

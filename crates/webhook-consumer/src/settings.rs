@@ -2,10 +2,13 @@
 //! default).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use careline_bus::BusSettings;
-use careline_telemetry::{EnvError, env_or, env_required};
+use careline_domain::facility::NetworkConfig;
+use careline_telemetry::{EnvError, env_opt, env_or, env_required};
+use careline_whatsapp::client::{AccessToken, ClientSettings, DEFAULT_API_VERSION};
 
 /// A secret string: never printed by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
@@ -65,6 +68,15 @@ pub struct Settings {
     /// `WEBHOOK_POLL_INTERVAL_MS` (default 1000): how often the processor looks at the inbox
     /// when no POST woke it (other replicas' rows, retries, the outbox).
     pub poll_interval: Duration,
+    /// The network file named by `CARELINE_CONFIG` (optional): extra STOP / START / HELP words,
+    /// the facility of each business number and its contact details (the answer to HELP).
+    /// Without it the built-in keywords apply and HELP names no contact details.
+    pub network: Option<Arc<NetworkConfig>>,
+    /// How to send STOP / START acknowledgements and HELP answers: `WHATSAPP_ACCESS_TOKEN`
+    /// (unset: answers are queued in `service_replies` but not sent, and a warning is logged),
+    /// `WHATSAPP_API_BASE_URL` (default `https://graph.facebook.com`), `WHATSAPP_API_VERSION`
+    /// (default `v23.0`).
+    pub whatsapp: Option<ClientSettings>,
 }
 
 /// The default public listener.
@@ -90,6 +102,26 @@ impl Settings {
             migrate_on_start: env_or("MIGRATE_ON_START", true)?,
             batch_size: env_or("WEBHOOK_BATCH_SIZE", 100usize)?.max(1),
             poll_interval: Duration::from_millis(env_or("WEBHOOK_POLL_INTERVAL_MS", 1000u64)?.max(10)),
+            network: read_network()?,
+            whatsapp: match env_opt::<String>("WHATSAPP_ACCESS_TOKEN")? {
+                None => None,
+                Some(token) => Some(ClientSettings::new(
+                    env_or("WHATSAPP_API_BASE_URL", "https://graph.facebook.com".to_owned())?,
+                    env_or("WHATSAPP_API_VERSION", DEFAULT_API_VERSION.to_owned())?,
+                    AccessToken::new(token),
+                )),
+            },
         })
     }
+}
+
+/// The network file named by `CARELINE_CONFIG`, when set.
+fn read_network() -> Result<Option<Arc<NetworkConfig>>, EnvError> {
+    let Some(path) = env_opt::<String>("CARELINE_CONFIG")? else {
+        return Ok(None);
+    };
+    let invalid = |problem: String| EnvError::Invalid { name: "CARELINE_CONFIG", problem };
+    let text = std::fs::read_to_string(&path).map_err(|e| invalid(format!("cannot read {path}: {e}")))?;
+    let network = NetworkConfig::from_toml(&text).map_err(|e| invalid(e.to_string()))?;
+    Ok(Some(Arc::new(network)))
 }

@@ -57,10 +57,12 @@ async fn stop_typed_on_whatsapp_suppresses_the_next_reminder_and_start_lets_the_
 
     let reminder_2h = fleet.job("A1", 1, "reminder_2h").await;
     fleet.clock.set(reminder_2h.due_at);
-    let sent = fleet.wait_for_messages_to(&asha, 2).await;
+    wait_until("the 2 h reminder is sent", DEADLINE, || async { fleet.templates_to(&asha).len() == 2 }).await;
+    let sent = fleet.templates_to(&asha);
     assert_eq!(sent[1].biz_opaque_callback_data, Some(reminder_2h.job_id.to_string()));
     fleet.settle().await;
-    assert_eq!(fleet.messages_to(&asha).len(), 2, "confirmation and the 2 h reminder, nothing else");
+    assert_eq!(fleet.templates_to(&asha).len(), 2, "confirmation and the 2 h reminder, nothing else");
+    assert_eq!(fleet.texts_to(&asha).len(), 2, "one acknowledgement of STOP, one of START");
 }
 
 /// The consent changes among hospital events: which patients, which state.

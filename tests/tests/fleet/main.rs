@@ -8,5 +8,7 @@ mod lifecycle;
 mod metrics;
 mod operator;
 mod outcomes;
+mod privacy;
 mod quiet_hours;
 mod replanning;
+mod trust;

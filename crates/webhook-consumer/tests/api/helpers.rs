@@ -54,6 +54,8 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Settings)) -> TestApp {
         migrate_on_start: true,
         batch_size: 100,
         poll_interval: Duration::from_millis(200),
+        network: None,
+        whatsapp: None,
     };
     customise(&mut settings);
     // The database the application really uses (a test may point it elsewhere).

@@ -2,5 +2,6 @@
 //! per test, and wa-sandbox standing in for Meta.
 mod endpoint;
 mod helpers;
+mod keywords;
 mod processing;
 mod sandbox;

@@ -1,6 +1,6 @@
 //! The processor: statuses only move forward, replies become events, keywords become consent.
 
-use careline_domain::consent::{ConsentSource, ConsentState};
+use careline_domain::consent::{ConsentChannel, ConsentPurpose, ConsentSource, ConsentState};
 use careline_domain::events::Event;
 use careline_domain::reply::{ReplyAction, button_payload};
 use serde_json::json;
@@ -115,9 +115,18 @@ async fn every_entry_change_status_and_message_of_a_batch_is_processed() {
     );
     assert_eq!(app.count("SELECT count(*) FROM inbound_messages").await, 3);
     assert_eq!(app.count("SELECT count(*) FROM inbound_messages WHERE action = 'help'").await, 2);
-    let events = app.hospital_events(3).await;
-    assert_eq!(events.len(), 3);
-    assert!(events.iter().all(|e| matches!(e.event, Event::PatientReplied(_))));
+    // Three replies, and "hello" (neither keyword nor button) also asks for a person.
+    let events = app.hospital_events(4).await;
+    assert_eq!(events.len(), 4);
+    assert_eq!(events.iter().filter(|e| matches!(e.event, Event::PatientReplied(_))).count(), 3);
+    let needs_human: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::NeedsHuman(n) => Some(n.inbound_message_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(needs_human, ["wamid.IN1"]);
 }
 
 #[tokio::test]
@@ -197,12 +206,17 @@ async fn stop_opts_out_the_number_and_its_patients_and_publishes_the_change() {
 
     let entries: Vec<ConsentRow> = sqlx::query_as(
         "SELECT patient_id, phone_e164, state, source, evidence, recorded_by, dedupe_key FROM consent_log
-         WHERE dedupe_key <> 'seed' ORDER BY patient_id NULLS FIRST",
+         WHERE dedupe_key <> 'seed' AND purpose = 'care' ORDER BY patient_id NULLS FIRST",
     )
     .fetch_all(&app.pool)
     .await
     .unwrap();
     assert_eq!(entries.len(), 2, "{entries:?}");
+    // The same two entries again for campaigns: STOP withdraws every purpose.
+    assert_eq!(
+        app.count("SELECT count(*) FROM consent_log WHERE purpose = 'marketing' AND state = 'opted_out'").await,
+        2
+    );
     assert_eq!(entries[0].patient_id, None);
     assert_eq!(entries[0].phone_e164.as_deref(), Some(PATIENT_E164));
     assert_eq!(entries[1].patient_id.as_deref(), Some(fixture.patient_id.as_str()));
@@ -246,7 +260,31 @@ async fn start_after_stop_opts_the_number_back_in() {
     app.wait_until_settled().await;
     let current = careline_store::consent::current(&app.pool, &fixture.patient_id, PATIENT_E164).await.unwrap();
     assert_eq!(current, Some(ConsentState::OptedIn));
-    assert_eq!(app.count("SELECT count(*) FROM consent_log").await, 4);
+    // STOP withdraws care and marketing for the number and the patient; START restores care.
+    assert_eq!(app.count("SELECT count(*) FROM consent_log").await, 6);
+    let marketing = careline_store::consent::current_for(
+        &app.pool,
+        &fixture.patient_id,
+        PATIENT_E164,
+        ConsentChannel::Whatsapp,
+        ConsentPurpose::Marketing,
+    )
+    .await
+    .unwrap();
+    assert_eq!(marketing, Some(ConsentState::OptedOut), "START does not opt into campaigns");
+    let provenance: Vec<(String, Option<String>, Option<String>, String)> = sqlx::query_as(
+        "SELECT source, evidence, actor, recorded_by FROM consent_log WHERE patient_id IS NOT NULL ORDER BY entry_id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert!(
+        provenance.iter().all(|(source, evidence, actor, by)| source == "whatsapp_keyword"
+            && evidence.as_deref().is_some_and(|e| e.starts_with("wamid.S"))
+            && actor.as_deref() == Some("patient")
+            && by == "webhook-consumer"),
+        "{provenance:?}"
+    );
 }
 
 #[tokio::test]
