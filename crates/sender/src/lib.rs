@@ -97,6 +97,10 @@ fn describe_metrics() {
         "Unique recipients messaged in the last 24 h, by business portfolio."
     );
     describe_gauge!(
+        "careline_sender_template_paused",
+        "1 after Meta refused a template translation as paused or disabled (132015, 132016), 0 once it accepts it again."
+    );
+    describe_gauge!(
         "careline_sender_tier_limit",
         "Messaging tier limit (unique recipients per 24 h), by business portfolio."
     );

@@ -56,6 +56,9 @@ const BATCH_PARALLEL: usize = 2;
 const OWNED_ELSEWHERE_DELAY: Duration = Duration::from_secs(5);
 /// How long a delivery that met a database outage waits before going back to the queue.
 const DATABASE_DOWN_PAUSE: Duration = Duration::from_secs(1);
+/// Meta's "template paused" (low quality) and "template disabled" codes.
+const TEMPLATE_PAUSED: i64 = 132015;
+const TEMPLATE_DISABLED: i64 = 132016;
 /// How long the whole number is slowed down after a 130429.
 const SLOW_DOWN_FOR: Duration = Duration::from_secs(60);
 
@@ -589,6 +592,7 @@ impl Worker {
                 let due_to_sent = (self.clock.now() - p.job.due_at).to_std().unwrap_or_default();
                 metrics::histogram!("careline_sender_due_to_sent_seconds").record(due_to_sent.as_secs_f64());
                 self.count(p.job, facility, "accepted");
+                self.template_paused(p, false);
                 tracing::info!(attempt, wamid = %accepted.wamid, to = %p.recipient.log_id(), "message accepted");
                 return Ok(JobOutcome::Accepted { wamid: accepted.wamid });
             }
@@ -664,6 +668,9 @@ impl Worker {
                 Ok(JobOutcome::Failed { reason: "not_on_whatsapp".into() })
             }
             ErrorClass::Permanent | ErrorClass::DoNotHotRetry | ErrorClass::Unknown => {
+                if matches!(code, Some(TEMPLATE_PAUSED | TEMPLATE_DISABLED)) {
+                    self.template_paused(p, true);
+                }
                 outcome.state = SendState::Failed;
                 outcome.reason = Some(class.as_str().to_owned());
                 self.record(outcome).await?;
@@ -713,6 +720,17 @@ impl Worker {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// `careline_sender_template_paused{template,language}`: 1 after Meta refused the template
+    /// as paused or disabled, 0 again once it accepts that template.
+    fn template_paused(&self, p: &Prepared<'_>, paused: bool) {
+        metrics::gauge!(
+            "careline_sender_template_paused",
+            "template" => p.template_name.clone(),
+            "language" => p.language_code.clone()
+        )
+        .set(if paused { 1.0 } else { 0.0 });
     }
 
     fn count(&self, job: &JobDue, facility: Option<&str>, outcome: &'static str) {
