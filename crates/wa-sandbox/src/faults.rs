@@ -8,6 +8,9 @@
 //!   delayed, so a client timeout hides an acceptance exactly like a lost answer from Meta.
 //! - Forced error codes for the next N sends or for one recipient, answered synchronously or
 //!   (`async`) accepted and then failed in a `failed` status webhook.
+//! - Periodic bursts: every `burst_every_ms`, the next `burst_sends` sends are refused with one
+//!   code of `burst_codes`, taken in turn (e.g. 130429 then 131056), as when Meta pushes back
+//!   for a moment.
 
 use std::collections::BTreeMap;
 
@@ -28,10 +31,27 @@ pub struct FaultSettings {
     /// Delay of slow answers, in milliseconds.
     #[serde(default = "default_slow_ms")]
     pub slow_ms: u64,
+    /// Only sends that were accepted (a wamid exists) are answered slowly: the client's
+    /// timeout then always hides an acceptance.
+    #[serde(default)]
+    pub slow_accepted_only: bool,
+    /// Codes of the periodic bursts, used in turn; empty: no bursts.
+    #[serde(default)]
+    pub burst_codes: Vec<i64>,
+    /// A burst starts every this many milliseconds (the first one after one period); 0: none.
+    #[serde(default)]
+    pub burst_every_ms: u64,
+    /// Sends refused in each burst.
+    #[serde(default = "default_burst_sends")]
+    pub burst_sends: u32,
 }
 
 fn default_slow_ms() -> u64 {
     15_000
+}
+
+fn default_burst_sends() -> u32 {
+    50
 }
 
 impl Default for FaultSettings {
@@ -41,7 +61,28 @@ impl Default for FaultSettings {
             http_500_after_accept: 0.0,
             slow_probability: 0.0,
             slow_ms: default_slow_ms(),
+            slow_accepted_only: false,
+            burst_codes: Vec::new(),
+            burst_every_ms: 0,
+            burst_sends: default_burst_sends(),
         }
+    }
+}
+
+impl FaultSettings {
+    /// The burst code in force `elapsed` after the start, given that `taken` sends of the
+    /// current burst were already refused; `None` outside a burst. Bursts are numbered from 1
+    /// (the first starts one period after the start).
+    pub fn burst_at(&self, elapsed: std::time::Duration) -> Option<(u64, i64)> {
+        if self.burst_every_ms == 0 || self.burst_codes.is_empty() || self.burst_sends == 0 {
+            return None;
+        }
+        let period = u64::try_from(elapsed.as_millis() / u128::from(self.burst_every_ms)).unwrap_or(u64::MAX);
+        if period == 0 {
+            return None;
+        }
+        let index = usize::try_from((period - 1) % self.burst_codes.len() as u64).unwrap_or(0);
+        Some((period, self.burst_codes[index]))
     }
 }
 
@@ -94,6 +135,18 @@ pub struct FaultUpdate {
     /// See [`FaultSettings::slow_ms`].
     #[serde(default)]
     pub slow_ms: Option<u64>,
+    /// See [`FaultSettings::slow_accepted_only`].
+    #[serde(default)]
+    pub slow_accepted_only: Option<bool>,
+    /// See [`FaultSettings::burst_codes`].
+    #[serde(default)]
+    pub burst_codes: Option<Vec<i64>>,
+    /// See [`FaultSettings::burst_every_ms`].
+    #[serde(default)]
+    pub burst_every_ms: Option<u64>,
+    /// See [`FaultSettings::burst_sends`].
+    #[serde(default)]
+    pub burst_sends: Option<u32>,
     /// Error for the next sends, whoever they are to.
     #[serde(default)]
     pub force_next: Option<ForcedError>,
@@ -150,6 +203,12 @@ impl FaultState {
         s.http_500_after_accept = update.http_500_after_accept.unwrap_or(s.http_500_after_accept);
         s.slow_probability = update.slow_probability.unwrap_or(s.slow_probability);
         s.slow_ms = update.slow_ms.unwrap_or(s.slow_ms);
+        s.slow_accepted_only = update.slow_accepted_only.unwrap_or(s.slow_accepted_only);
+        if let Some(codes) = update.burst_codes {
+            s.burst_codes = codes;
+        }
+        s.burst_every_ms = update.burst_every_ms.unwrap_or(s.burst_every_ms);
+        s.burst_sends = update.burst_sends.unwrap_or(s.burst_sends);
         if let Some(next) = update.force_next {
             self.next = Some(next);
         }
@@ -231,6 +290,19 @@ mod tests {
             assert!(state.apply(update).is_err());
         }
         assert_eq!(state, FaultState::default());
+    }
+
+    #[test]
+    fn bursts_take_their_codes_in_turn_from_the_second_period() {
+        let ms = std::time::Duration::from_millis;
+        let mut settings =
+            FaultSettings { burst_codes: vec![130429, 131056], burst_every_ms: 1000, ..FaultSettings::default() };
+        assert_eq!(settings.burst_at(ms(999)), None, "nothing during the first period");
+        assert_eq!(settings.burst_at(ms(1000)), Some((1, 130429)));
+        assert_eq!(settings.burst_at(ms(2500)), Some((2, 131056)));
+        assert_eq!(settings.burst_at(ms(3000)), Some((3, 130429)));
+        settings.burst_every_ms = 0;
+        assert_eq!(settings.burst_at(ms(3000)), None, "0 turns bursts off");
     }
 
     #[test]

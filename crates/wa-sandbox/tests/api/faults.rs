@@ -125,3 +125,60 @@ async fn fault_updates_are_validated_and_can_be_cleared() {
     app.admin_post("/_sandbox/faults", &json!({ "clear": true })).await;
     app.send_template(&patient(1), "x").await;
 }
+
+#[tokio::test]
+async fn periodic_bursts_refuse_a_few_sends_with_each_code_in_turn() {
+    let app = spawn_app().await;
+    let (status, state) = app
+        .admin_post(
+            "/_sandbox/faults",
+            &json!({ "burst_codes": [130429, 131056], "burst_every_ms": 400, "burst_sends": 2 }),
+        )
+        .await;
+    assert_eq!(status, 200, "{state}");
+    // The update does not restart the clock: wait for the start of a period, whichever it is.
+    let client = app.client(Duration::from_secs(5));
+    let mut codes = Vec::new();
+    let mut n = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while codes.len() < 4 && tokio::time::Instant::now() < deadline {
+        n += 1;
+        match client.send(NUMBER_ID, &request(&patient(n), "x")).await {
+            Err(SendError::Api { code, .. }) => codes.push(code),
+            Err(other) => panic!("{other:?}"),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    assert_eq!(codes.len(), 4, "two bursts of two sends each: {codes:?}");
+    assert_eq!(codes[0], codes[1], "a burst uses one code");
+    assert_eq!(codes[2], codes[3]);
+    assert_ne!(codes[0], codes[2], "the next burst uses the next code");
+    assert!(codes.iter().all(|c| [130429, 131056].contains(c)));
+    let stats = app.handle.stats();
+    assert_eq!(stats.injected.burst, 4);
+    assert_eq!(stats.violations.total, 0, "an injected refusal is not a limit violation");
+}
+
+#[tokio::test]
+async fn slow_answers_can_be_kept_for_accepted_sends_and_callbacks_are_counted() {
+    let app = spawn_app().await;
+    app.admin_post(
+        "/_sandbox/faults",
+        &json!({ "slow_probability": 1.0, "slow_ms": 3000, "slow_accepted_only": true, "http_500_before_accept": 1.0 }),
+    )
+    .await;
+    let client = app.client(Duration::from_millis(500));
+    let err = client.send(NUMBER_ID, &request(&patient(1), "job-1")).await.unwrap_err();
+    assert!(matches!(err, SendError::OutcomeUnknown { http_status: Some(500), .. }), "not slowed: {err:?}");
+    app.admin_post("/_sandbox/faults", &json!({ "http_500_before_accept": 0.0 })).await;
+    let err = client.send(NUMBER_ID, &request(&patient(1), "job-1")).await.unwrap_err();
+    assert!(matches!(err, SendError::OutcomeUnknown { reason: UnknownOutcome::Timeout, .. }), "{err:?}");
+    app.admin_post("/_sandbox/faults", &json!({ "clear": true })).await;
+    client.send(NUMBER_ID, &request(&patient(2), "job-2")).await.unwrap();
+    let (status, counts) = app.admin_get("/_sandbox/callbacks").await;
+    assert_eq!(status, 200);
+    assert_eq!(counts, json!({ "job-1": 1, "job-2": 1 }), "the refused send is not counted");
+    let stats = app.handle.stats();
+    assert_eq!(stats.injected.slow, 1);
+    assert_eq!(stats.by_number[NUMBER_ID].accepted, 2);
+}
