@@ -37,7 +37,7 @@ pub struct FaultOptions {
     pub http_5xx: f64,
     pub slow: f64,
     pub burst_every_ms: u64,
-    pub burst_sends: u32,
+    pub burst_ms: u64,
     pub deadline: Duration,
     /// Stop waiting when nothing changed (settled jobs, sandbox requests) for this long.
     pub stall: Duration,
@@ -136,6 +136,7 @@ async fn run_in(env: &Env, opts: &FaultOptions, dir: &std::path::Path, db: &Db, 
         ("ADMIN_LISTEN_ADDR".to_owned(), webhook_admin.to_string()),
         ("WHATSAPP_APP_SECRET".to_owned(), APP_SECRET.to_owned()),
         ("WHATSAPP_VERIFY_TOKEN".to_owned(), VERIFY_TOKEN.to_owned()),
+        ("DATABASE_MAX_CONNECTIONS".to_owned(), "4".to_owned()),
     ]);
     let mut consumer = Proc::spawn(&env.bin_dir, "webhook-consumer", "webhook-consumer", &[], &vars, dir)?;
     consumer.wait_ready(&env.http, &format!("http://{webhook_admin}/readyz")).await?;
@@ -157,7 +158,7 @@ async fn run_in(env: &Env, opts: &FaultOptions, dir: &std::path::Path, db: &Db, 
         ("SANDBOX_FAULT_SLOW_ACCEPTED_ONLY", "true".to_owned()),
         ("SANDBOX_FAULT_BURST_CODES", "130429,131056".to_owned()),
         ("SANDBOX_FAULT_BURST_EVERY_MS", opts.burst_every_ms.to_string()),
-        ("SANDBOX_FAULT_BURST_SENDS", opts.burst_sends.to_string()),
+        ("SANDBOX_FAULT_BURST_MS", opts.burst_ms.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -241,7 +242,7 @@ async fn drive(
     println!();
     println!(
         "Fault run: {} jobs, {} sender replicas, {} numbers at {} mps; 5xx {:.0} % (half before, half after acceptance), \
-         accepted-then-slow {:.0} % (answer after {} ms, sender timeout {} ms), bursts of {} × 130429 / 131056 every {} ms",
+         accepted-then-slow {:.0} % (answer after {} ms, sender timeout {} ms), bursts of {} ms of 130429 / 131056 in turn every {} ms",
         opts.jobs,
         opts.replicas,
         opts.numbers,
@@ -250,7 +251,7 @@ async fn drive(
         opts.slow * 100.0,
         opts.http_timeout_ms + 1000,
         opts.http_timeout_ms,
-        opts.burst_sends,
+        opts.burst_ms,
         opts.burst_every_ms,
     );
     println!("Stopped waiting after {:.0} s: {why_stopped}.", elapsed.as_secs_f64());

@@ -21,8 +21,7 @@ use crate::procs::Proc;
 
 /// The access token the sender presents and wa-sandbox expects.
 pub const ACCESS_TOKEN: &str = "bench-access-token";
-/// Queues of a run delete themselves this long after their last use, whatever happens to
-/// the run (the sender reads `AMQP_QUEUE_EXPIRES_MS` too).
+/// The raw baseline's queue deletes itself this long after its last use if a run dies.
 pub const QUEUE_EXPIRES_MS: u32 = 120_000;
 /// Jobs published per confirmed batch.
 const PUBLISH_BATCH: usize = 1000;
@@ -40,6 +39,14 @@ pub struct Env {
     pub sender_env: Vec<(String, String)>,
     /// Keep databases after the run.
     pub keep: bool,
+    /// `AMQP_QUEUE_EXPIRES_MS` of every process: queues a crashed run leaves behind delete
+    /// themselves this long after their last use. Longer than any wait of the run, since a
+    /// queue nobody consumes (dead letters, delays) counts as unused however full it is.
+    pub queue_expires_ms: u32,
+    /// PostgreSQL connections all sender replicas of a scenario may hold together.
+    pub db_connections: usize,
+    /// RabbitMQ's management API, to find every queue of a run's prefix at the end.
+    pub management_url: String,
     pub http: reqwest::Client,
 }
 
@@ -50,7 +57,7 @@ impl Env {
             ("DATABASE_URL", db.url.as_str()),
             ("AMQP_URL", self.amqp_url.as_str()),
             ("AMQP_PREFIX", prefix),
-            ("AMQP_QUEUE_EXPIRES_MS", &QUEUE_EXPIRES_MS.to_string()),
+            ("AMQP_QUEUE_EXPIRES_MS", &self.queue_expires_ms.to_string()),
             ("MIGRATE_ON_START", "false"),
             ("RUST_LOG", self.rust_log.as_str()),
         ]
@@ -60,7 +67,11 @@ impl Env {
     }
 
     pub fn bus(&self, prefix: &str) -> BusSettings {
-        BusSettings { url: self.amqp_url.clone(), prefix: prefix.to_owned(), queue_expires_ms: Some(QUEUE_EXPIRES_MS) }
+        BusSettings {
+            url: self.amqp_url.clone(),
+            prefix: prefix.to_owned(),
+            queue_expires_ms: Some(self.queue_expires_ms),
+        }
     }
 
     /// A directory for one scenario's logs and files.
@@ -76,13 +87,40 @@ pub fn fresh_prefix() -> String {
     format!("bench-{}", &Uuid::new_v4().simple().to_string()[..12])
 }
 
-/// Deletes the run's queues that the bus crate names (others expire by themselves).
+/// Names of the queues whose name starts with `prefix.`, from the management API.
+async fn queues_of(env: &Env, prefix: &str) -> anyhow::Result<Vec<String>> {
+    let mut url = reqwest::Url::parse(&env.management_url).context("--management-url")?;
+    let (user, password) = (url.username().to_owned(), url.password().map(str::to_owned));
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let url = url.join("api/queues?columns=name")?;
+    let list: Value = env.http.get(url).basic_auth(user, password).send().await?.error_for_status()?.json().await?;
+    let own = format!("{prefix}.");
+    Ok(list
+        .as_array()
+        .context("not a list")?
+        .iter()
+        .filter_map(|q| q["name"].as_str())
+        .filter(|name| name.starts_with(&own))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Deletes the run's queues: every queue of the prefix the management API lists, else those
+/// the bus crate names (the others then expire by themselves).
 pub async fn delete_queues(env: &Env, prefix: &str) {
     let Ok(conn) = lapin::Connection::connect(&env.amqp_url, lapin::ConnectionProperties::default()).await else {
         return;
     };
     let t = Topology::new(prefix);
-    for queue in [t.sender_jobs(), t.scheduler_events(), t.hospital_events(), t.dead_letters()] {
+    let queues = match queues_of(env, prefix).await {
+        Ok(queues) => queues,
+        Err(e) => {
+            eprintln!("cannot list the run's queues through the management API ({e:#}); deleting the known ones");
+            vec![t.sender_jobs(), t.scheduler_events(), t.hospital_events(), t.dead_letters()]
+        }
+    };
+    for queue in queues {
         // A failed delete closes the channel: one channel per queue.
         if let Ok(channel) = conn.create_channel().await {
             let _ = channel.queue_delete(queue.into(), QueueDeleteOptions::default()).await;

@@ -60,6 +60,12 @@ struct Common {
     /// Keep the databases of the run (their names are printed).
     #[arg(long, global = true)]
     keep: bool,
+    /// PostgreSQL connections all sender replicas may hold together (the server is shared).
+    #[arg(long, global = true, default_value_t = 48)]
+    db_connections: usize,
+    /// RabbitMQ's management API (lists the run's queues so that all of them are deleted).
+    #[arg(long, global = true, env = "RABBITMQ_MANAGEMENT_URL", default_value = "http://guest:guest@127.0.0.1:15672/")]
+    management_url: String,
 }
 
 #[derive(Subcommand)]
@@ -134,11 +140,11 @@ struct FaultArgs {
     #[arg(long, default_value_t = 0.05)]
     slow: f64,
     /// A burst of forced 130429, then of 131056, … every this many milliseconds.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 10_000)]
     burst_every_ms: u64,
-    /// Sends refused by each burst.
-    #[arg(long, default_value_t = 100)]
-    burst_sends: u32,
+    /// How long each burst refuses every send.
+    #[arg(long, default_value_t = 500)]
+    burst_ms: u64,
     /// Stop waiting for settlement after this many seconds.
     #[arg(long, default_value_t = 1800)]
     deadline_secs: u64,
@@ -184,6 +190,12 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         rust_log: c.rust_log,
         sender_env: c.sender_env,
         keep: c.keep,
+        queue_expires_ms: match &cli.command {
+            Command::All(_) => 600_000,
+            Command::FaultRun(a) => u32::try_from((a.deadline_secs + 600) * 1000).unwrap_or(u32::MAX),
+        },
+        management_url: c.management_url,
+        db_connections: c.db_connections,
         http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?,
     };
     eprintln!("careline-bench: logs in {}", env.work_dir.display());
@@ -200,7 +212,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 http_5xx: a.http_5xx,
                 slow: a.slow,
                 burst_every_ms: a.burst_every_ms,
-                burst_sends: a.burst_sends,
+                burst_ms: a.burst_ms,
                 deadline: Duration::from_secs(a.deadline_secs),
                 stall: Duration::from_secs(a.stall_secs),
             };

@@ -116,8 +116,7 @@ impl Proc {
         line.split_whitespace().nth(1)?.parse().ok()
     }
 
-    /// SIGTERM, then SIGKILL after the grace period.
-    pub async fn stop(mut self) {
+    fn terminate(&mut self) {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
@@ -126,16 +125,29 @@ impl Proc {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        if tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await.is_err() {
-            eprintln!("{} did not stop within {STOP_TIMEOUT:?}: SIGKILL", self.name);
+    }
+
+    async fn reap(&mut self, deadline: tokio::time::Instant) {
+        if tokio::time::timeout_at(deadline, self.child.wait()).await.is_err() {
+            eprintln!("{} did not stop within {STOP_TIMEOUT:?} of SIGTERM: SIGKILL", self.name);
             let _ = self.child.kill().await;
         }
     }
+
+    /// SIGTERM, then SIGKILL after the grace period.
+    pub async fn stop(self) {
+        stop_all(vec![self]).await;
+    }
 }
 
-/// Stops every process, newest first.
-pub async fn stop_all(procs: Vec<Proc>) {
-    for proc in procs.into_iter().rev() {
-        proc.stop().await;
+/// SIGTERM to every process at once, then SIGKILL to those still running after the grace
+/// period.
+pub async fn stop_all(mut procs: Vec<Proc>) {
+    for proc in procs.iter_mut().rev() {
+        proc.terminate();
+    }
+    let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
+    for proc in procs.iter_mut().rev() {
+        proc.reap(deadline).await;
     }
 }

@@ -118,6 +118,22 @@ impl Fleet {
     }
 }
 
+/// The sender's defaults (`SENDER_CONCURRENCY` 32, a pool of concurrency + 8) times the
+/// replicas would take more PostgreSQL connections than a shared server has (100 by default).
+/// Past `budget` connections in all, each replica gets `budget / replicas` connections and a
+/// concurrency 8 below that. `--sender-env` still overrides both.
+pub fn connection_budget(replicas: usize, budget: usize) -> Vec<(String, String)> {
+    const DEFAULT_POOL: usize = 32 + 8;
+    if replicas * DEFAULT_POOL <= budget {
+        return Vec::new();
+    }
+    let pool = (budget / replicas.max(1)).max(10);
+    vec![
+        ("SENDER_DB_MAX_CONNECTIONS".to_owned(), pool.to_string()),
+        ("SENDER_CONCURRENCY".to_owned(), (pool - 8).to_string()),
+    ]
+}
+
 /// Starts wa-sandbox with `extra` variables (limits, faults, webhooks).
 pub async fn start_sandbox(
     env: &Env,
@@ -164,6 +180,7 @@ pub async fn start_senders(
     for r in 0..replicas {
         let admin = free_addr()?;
         let mut vars = env.common_env(db, prefix);
+        vars.extend(connection_budget(replicas, env.db_connections));
         vars.extend([
             ("CARELINE_CONFIG".to_owned(), config.display().to_string()),
             ("ADMIN_LISTEN_ADDR".to_owned(), admin.to_string()),

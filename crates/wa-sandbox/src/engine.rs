@@ -264,8 +264,6 @@ struct State {
     callbacks: HashMap<String, u32>,
     /// When bursts are counted from (start or reset).
     started: Instant,
-    /// The burst in progress (its number) and how many sends it has refused.
-    burst: (u64, u32),
 }
 
 /// The sandbox's shared core.
@@ -327,7 +325,6 @@ impl Engine {
             in_flight_events: 0,
             callbacks: HashMap::new(),
             started: Instant::now(),
-            burst: (0, 0),
         };
         Self {
             settings,
@@ -439,7 +436,7 @@ impl Engine {
             }
             return Err(graph);
         }
-        if let Some(code) = take_burst(st) {
+        if let Some(code) = st.faults.settings.burst_at(Instant::now().saturating_duration_since(st.started)) {
             st.stats.injected.burst += 1;
             return Err(GraphError::whatsapp(code, "Error injected by wa-sandbox (periodic burst)."));
         }
@@ -955,7 +952,6 @@ impl Engine {
         st.queue.clear();
         st.callbacks.clear();
         st.started = Instant::now();
-        st.burst = (0, 0);
     }
 
     /// Acceptances per `biz_opaque_callback_data` since start or reset.
@@ -1004,19 +1000,6 @@ enum Inbound {
     Text(String),
     QuickReply { text: String, payload: String },
     ButtonReply { id: String, title: String },
-}
-
-/// The code of the periodic burst in force, consuming one of its sends; `None` outside bursts.
-fn take_burst(st: &mut State) -> Option<i64> {
-    let (period, code) = st.faults.settings.burst_at(Instant::now().saturating_duration_since(st.started))?;
-    if st.burst.0 != period {
-        st.burst = (period, 0);
-    }
-    if st.burst.1 >= st.faults.settings.burst_sends {
-        return None;
-    }
-    st.burst.1 += 1;
-    Some(code)
 }
 
 /// `v23.0`-style path segment.

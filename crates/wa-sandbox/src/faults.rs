@@ -8,9 +8,9 @@
 //!   delayed, so a client timeout hides an acceptance exactly like a lost answer from Meta.
 //! - Forced error codes for the next N sends or for one recipient, answered synchronously or
 //!   (`async`) accepted and then failed in a `failed` status webhook.
-//! - Periodic bursts: every `burst_every_ms`, the next `burst_sends` sends are refused with one
+//! - Periodic bursts: every `burst_every_ms`, every send is refused for `burst_ms` with one
 //!   code of `burst_codes`, taken in turn (e.g. 130429 then 131056), as when Meta pushes back
-//!   for a moment.
+//!   for a moment. Being timed, a burst weighs the same share of a fast or a slow sender.
 
 use std::collections::BTreeMap;
 
@@ -41,17 +41,17 @@ pub struct FaultSettings {
     /// A burst starts every this many milliseconds (the first one after one period); 0: none.
     #[serde(default)]
     pub burst_every_ms: u64,
-    /// Sends refused in each burst.
-    #[serde(default = "default_burst_sends")]
-    pub burst_sends: u32,
+    /// How long each burst lasts, in milliseconds.
+    #[serde(default = "default_burst_ms")]
+    pub burst_ms: u64,
 }
 
 fn default_slow_ms() -> u64 {
     15_000
 }
 
-fn default_burst_sends() -> u32 {
-    50
+fn default_burst_ms() -> u64 {
+    500
 }
 
 impl Default for FaultSettings {
@@ -64,25 +64,26 @@ impl Default for FaultSettings {
             slow_accepted_only: false,
             burst_codes: Vec::new(),
             burst_every_ms: 0,
-            burst_sends: default_burst_sends(),
+            burst_ms: default_burst_ms(),
         }
     }
 }
 
 impl FaultSettings {
-    /// The burst code in force `elapsed` after the start, given that `taken` sends of the
-    /// current burst were already refused; `None` outside a burst. Bursts are numbered from 1
-    /// (the first starts one period after the start).
-    pub fn burst_at(&self, elapsed: std::time::Duration) -> Option<(u64, i64)> {
-        if self.burst_every_ms == 0 || self.burst_codes.is_empty() || self.burst_sends == 0 {
+    /// The code of the burst in force `elapsed` after the start (or the last reset), if one
+    /// is. Burst n starts n periods after the start and uses code n - 1 (in turn).
+    pub fn burst_at(&self, elapsed: std::time::Duration) -> Option<i64> {
+        if self.burst_every_ms == 0 || self.burst_codes.is_empty() || self.burst_ms == 0 {
             return None;
         }
-        let period = u64::try_from(elapsed.as_millis() / u128::from(self.burst_every_ms)).unwrap_or(u64::MAX);
-        if period == 0 {
+        let ms = elapsed.as_millis();
+        let every = u128::from(self.burst_every_ms);
+        let period = ms / every;
+        if period == 0 || ms % every >= u128::from(self.burst_ms) {
             return None;
         }
-        let index = usize::try_from((period - 1) % self.burst_codes.len() as u64).unwrap_or(0);
-        Some((period, self.burst_codes[index]))
+        let index = usize::try_from((period - 1) % self.burst_codes.len() as u128).unwrap_or(0);
+        Some(self.burst_codes[index])
     }
 }
 
@@ -144,9 +145,9 @@ pub struct FaultUpdate {
     /// See [`FaultSettings::burst_every_ms`].
     #[serde(default)]
     pub burst_every_ms: Option<u64>,
-    /// See [`FaultSettings::burst_sends`].
+    /// See [`FaultSettings::burst_ms`].
     #[serde(default)]
-    pub burst_sends: Option<u32>,
+    pub burst_ms: Option<u64>,
     /// Error for the next sends, whoever they are to.
     #[serde(default)]
     pub force_next: Option<ForcedError>,
@@ -208,7 +209,7 @@ impl FaultState {
             s.burst_codes = codes;
         }
         s.burst_every_ms = update.burst_every_ms.unwrap_or(s.burst_every_ms);
-        s.burst_sends = update.burst_sends.unwrap_or(s.burst_sends);
+        s.burst_ms = update.burst_ms.unwrap_or(s.burst_ms);
         if let Some(next) = update.force_next {
             self.next = Some(next);
         }
@@ -293,14 +294,20 @@ mod tests {
     }
 
     #[test]
-    fn bursts_take_their_codes_in_turn_from_the_second_period() {
+    fn bursts_last_burst_ms_and_take_their_codes_in_turn() {
         let ms = std::time::Duration::from_millis;
-        let mut settings =
-            FaultSettings { burst_codes: vec![130429, 131056], burst_every_ms: 1000, ..FaultSettings::default() };
-        assert_eq!(settings.burst_at(ms(999)), None, "nothing during the first period");
-        assert_eq!(settings.burst_at(ms(1000)), Some((1, 130429)));
-        assert_eq!(settings.burst_at(ms(2500)), Some((2, 131056)));
-        assert_eq!(settings.burst_at(ms(3000)), Some((3, 130429)));
+        let mut settings = FaultSettings {
+            burst_codes: vec![130429, 131056],
+            burst_every_ms: 1000,
+            burst_ms: 200,
+            ..FaultSettings::default()
+        };
+        assert_eq!(settings.burst_at(ms(100)), None, "nothing during the first period");
+        assert_eq!(settings.burst_at(ms(1000)), Some(130429));
+        assert_eq!(settings.burst_at(ms(1199)), Some(130429));
+        assert_eq!(settings.burst_at(ms(1200)), None, "a burst lasts burst_ms");
+        assert_eq!(settings.burst_at(ms(2100)), Some(131056));
+        assert_eq!(settings.burst_at(ms(3000)), Some(130429));
         settings.burst_every_ms = 0;
         assert_eq!(settings.burst_at(ms(3000)), None, "0 turns bursts off");
     }

@@ -65,7 +65,7 @@ pub struct SettingsError {
 /// | `SANDBOX_FAULT_SLOW_ACCEPTED_ONLY` | `false` | delay only answers to sends that were accepted |
 /// | `SANDBOX_FAULT_BURST_CODES` | unset (no bursts) | comma-separated Meta codes of periodic bursts, used in turn, e.g. `130429,131056` |
 /// | `SANDBOX_FAULT_BURST_EVERY_MS` | `0` (off) | a burst starts every this many milliseconds |
-/// | `SANDBOX_FAULT_BURST_SENDS` | `50` | sends refused by each burst |
+/// | `SANDBOX_FAULT_BURST_MS` | `500` | how long each burst refuses every send |
 /// | `SANDBOX_MAX_STORED_MESSAGES` | `100000` | accepted messages kept for `/_sandbox/messages` and replies (oldest dropped) |
 #[derive(Debug, Clone)]
 pub struct SandboxSettings {
@@ -301,7 +301,7 @@ impl SandboxSettings {
                 .map_err(|e| env.error("SANDBOX_FAULT_BURST_CODES", &v, e))?;
         }
         env.parse("SANDBOX_FAULT_BURST_EVERY_MS", &mut f.burst_every_ms)?;
-        env.parse("SANDBOX_FAULT_BURST_SENDS", &mut f.burst_sends)?;
+        env.parse("SANDBOX_FAULT_BURST_MS", &mut f.burst_ms)?;
         env.parse("SANDBOX_MAX_STORED_MESSAGES", &mut s.max_stored_messages)?;
         s.validate()?;
         Ok(s)
@@ -439,7 +439,7 @@ mod tests {
         assert_eq!(s.faults.http_500_after_accept, 0.25);
         assert_eq!(s.faults.burst_codes, vec![130429, 131056]);
         assert_eq!(s.faults.burst_every_ms, 5000);
-        assert_eq!(s.faults.burst_sends, 50);
+        assert_eq!(s.faults.burst_ms, 500);
         assert_eq!(s.seed, 7);
     }
 
