@@ -10,9 +10,14 @@ CARGO ?= cargo
 TEST_ARGS ?=
 IMAGE ?= careline:dev
 DEMO_PACKAGES := -p ingest -p scheduler -p sender -p webhook-consumer -p wa-sandbox -p careline-demo
+BENCH_PACKAGES := -p sender -p wa-sandbox -p webhook-consumer -p ingest -p careline-bench
+# Extra arguments, e.g. `make bench BENCH_ARGS='--only 80,1000'` or
+# `make fault-run FAULT_ARGS='--jobs 2000'` (`target/release/careline-bench help` lists them).
+BENCH_ARGS ?=
+FAULT_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help up migrate build test lint fmt demo bench deny docker validate-deploy clean-test-dbs
+.PHONY: help up migrate build test lint fmt demo bench fault-run deny docker validate-deploy clean-test-dbs
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,8 +56,14 @@ demo: up ## Build release binaries and run the end-to-end demo against wa-sandbo
 	$(CARGO) build --release --locked $(DEMO_PACKAGES)
 	bash scripts/demo.sh
 
-bench: ## Run the benchmarks
-	$(CARGO) bench --workspace --locked
+# Release binaries, then one table measured in one run (a few minutes; logs in target/bench/).
+bench: up ## Benchmark table: raw RabbitMQ vs sender throughput, ceilings, violations, latency, RSS, HL7
+	$(CARGO) build --release --locked $(BENCH_PACKAGES)
+	target/release/careline-bench all $(BENCH_ARGS)
+
+fault-run: up ## 100k jobs through 3 senders while wa-sandbox injects faults; counts every job's fate
+	$(CARGO) build --release --locked $(BENCH_PACKAGES)
+	target/release/careline-bench fault-run --jobs 100000 --replicas 3 $(FAULT_ARGS)
 
 # `cargo deny --offline` reads `cargo metadata`, which needs every locked crate (all platforms)
 # downloaded: `cargo fetch` does that from crates.io first.

@@ -115,6 +115,20 @@ pub struct Stats {
     pub webhooks: WebhookStats,
     /// Patient replies simulated (manual and automatic).
     pub replies: u64,
+    /// Acceptances and limit violations per business number.
+    #[serde(default)]
+    pub by_number: BTreeMap<String, NumberStats>,
+}
+
+/// Counters of one business number.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NumberStats {
+    /// Sends accepted from it.
+    pub accepted: u64,
+    /// Sends over its throughput (130429).
+    pub throughput_violations: u64,
+    /// Sends over a pair rate (131056).
+    pub pair_violations: u64,
 }
 
 /// Limit violations.
@@ -141,6 +155,9 @@ pub struct Injected {
     pub forced_sync: u64,
     /// Forced error codes reported in a `failed` webhook.
     pub forced_async: u64,
+    /// Sends refused by a periodic burst (`burst_codes`).
+    #[serde(default)]
+    pub burst: u64,
 }
 
 /// Webhook traffic.
@@ -243,6 +260,10 @@ struct State {
     queue: BinaryHeap<Scheduled>,
     seq: u64,
     in_flight_events: u64,
+    /// Acceptances per `biz_opaque_callback_data` (never pruned; reset clears it).
+    callbacks: HashMap<String, u32>,
+    /// When bursts are counted from (start or reset).
+    started: Instant,
 }
 
 /// The sandbox's shared core.
@@ -302,6 +323,8 @@ impl Engine {
             queue: BinaryHeap::new(),
             seq: 0,
             in_flight_events: 0,
+            callbacks: HashMap::new(),
+            started: Instant::now(),
         };
         Self {
             settings,
@@ -334,6 +357,7 @@ impl Engine {
         let mut st = self.lock();
         st.stats.requests += 1;
         let outcome = self.decide(&mut st, version, phone_number_id, authorization, body);
+        let accepted = outcome.is_ok();
         let outcome = match outcome {
             Ok(Accepted { response, then_500 }) => {
                 st.stats.accepted += 1;
@@ -350,7 +374,8 @@ impl Engine {
                 Err(error)
             }
         };
-        let slow = st.faults.settings.slow_probability;
+        let slow =
+            if st.faults.settings.slow_accepted_only && !accepted { 0.0 } else { st.faults.settings.slow_probability };
         let delay =
             (slow > 0.0 && st.rng.random::<f64>() < slow).then(|| Duration::from_millis(st.faults.settings.slow_ms));
         if delay.is_some() {
@@ -411,6 +436,10 @@ impl Engine {
             }
             return Err(graph);
         }
+        if let Some(code) = st.faults.settings.burst_at(Instant::now().saturating_duration_since(st.started)) {
+            st.stats.injected.burst += 1;
+            return Err(GraphError::whatsapp(code, "Error injected by wa-sandbox (periodic burst)."));
+        }
         let before = st.faults.settings.http_500_before_accept;
         if before > 0.0 && st.rng.random::<f64>() < before {
             st.stats.injected.http_500_before_accept += 1;
@@ -421,6 +450,7 @@ impl Engine {
         if !st.throughput.try_admit(&number.id, mps, now) {
             st.stats.violations.throughput += 1;
             st.stats.violations.total += 1;
+            st.stats.by_number.entry(number.id.clone()).or_default().throughput_violations += 1;
             return Err(GraphError::whatsapp(
                 130429,
                 "Message failed to send because there were too many messages sent from this phone number in a short period of time.",
@@ -429,6 +459,7 @@ impl Engine {
         if !st.pair.try_admit(&number.id, &send.wa_id, now) {
             st.stats.violations.pair += 1;
             st.stats.violations.total += 1;
+            st.stats.by_number.entry(number.id.clone()).or_default().pair_violations += 1;
             return Err(GraphError::whatsapp(
                 131056,
                 "Message failed to send because there were too many messages sent from this phone number to the same phone number in a short period of time.",
@@ -504,6 +535,10 @@ impl Engine {
             read_planned: false,
         };
         self.store(st, stored);
+        st.stats.by_number.entry(number.id.clone()).or_default().accepted += 1;
+        if let Some(data) = &send.biz_opaque_callback_data {
+            *st.callbacks.entry(data.clone()).or_default() += 1;
+        }
 
         let window_open = st
             .windows
@@ -915,6 +950,13 @@ impl Engine {
         st.rng = StdRng::seed_from_u64(self.settings.seed);
         st.windows.clear();
         st.queue.clear();
+        st.callbacks.clear();
+        st.started = Instant::now();
+    }
+
+    /// Acceptances per `biz_opaque_callback_data` since start or reset.
+    pub fn callbacks(&self) -> BTreeMap<String, u32> {
+        self.lock().callbacks.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     pub fn faults(&self) -> FaultState {

@@ -8,6 +8,9 @@
 //!   delayed, so a client timeout hides an acceptance exactly like a lost answer from Meta.
 //! - Forced error codes for the next N sends or for one recipient, answered synchronously or
 //!   (`async`) accepted and then failed in a `failed` status webhook.
+//! - Periodic bursts: every `burst_every_ms`, every send is refused for `burst_ms` with one
+//!   code of `burst_codes`, taken in turn (e.g. 130429 then 131056), as when Meta pushes back
+//!   for a moment. Being timed, a burst weighs the same share of a fast or a slow sender.
 
 use std::collections::BTreeMap;
 
@@ -28,10 +31,27 @@ pub struct FaultSettings {
     /// Delay of slow answers, in milliseconds.
     #[serde(default = "default_slow_ms")]
     pub slow_ms: u64,
+    /// Only sends that were accepted (a wamid exists) are answered slowly: the client's
+    /// timeout then always hides an acceptance.
+    #[serde(default)]
+    pub slow_accepted_only: bool,
+    /// Codes of the periodic bursts, used in turn; empty: no bursts.
+    #[serde(default)]
+    pub burst_codes: Vec<i64>,
+    /// A burst starts every this many milliseconds (the first one after one period); 0: none.
+    #[serde(default)]
+    pub burst_every_ms: u64,
+    /// How long each burst lasts, in milliseconds.
+    #[serde(default = "default_burst_ms")]
+    pub burst_ms: u64,
 }
 
 fn default_slow_ms() -> u64 {
     15_000
+}
+
+fn default_burst_ms() -> u64 {
+    500
 }
 
 impl Default for FaultSettings {
@@ -41,7 +61,29 @@ impl Default for FaultSettings {
             http_500_after_accept: 0.0,
             slow_probability: 0.0,
             slow_ms: default_slow_ms(),
+            slow_accepted_only: false,
+            burst_codes: Vec::new(),
+            burst_every_ms: 0,
+            burst_ms: default_burst_ms(),
         }
+    }
+}
+
+impl FaultSettings {
+    /// The code of the burst in force `elapsed` after the start (or the last reset), if one
+    /// is. Burst n starts n periods after the start and uses code n - 1 (in turn).
+    pub fn burst_at(&self, elapsed: std::time::Duration) -> Option<i64> {
+        if self.burst_every_ms == 0 || self.burst_codes.is_empty() || self.burst_ms == 0 {
+            return None;
+        }
+        let ms = elapsed.as_millis();
+        let every = u128::from(self.burst_every_ms);
+        let period = ms / every;
+        if period == 0 || ms % every >= u128::from(self.burst_ms) {
+            return None;
+        }
+        let index = usize::try_from((period - 1) % self.burst_codes.len() as u128).unwrap_or(0);
+        Some(self.burst_codes[index])
     }
 }
 
@@ -94,6 +136,18 @@ pub struct FaultUpdate {
     /// See [`FaultSettings::slow_ms`].
     #[serde(default)]
     pub slow_ms: Option<u64>,
+    /// See [`FaultSettings::slow_accepted_only`].
+    #[serde(default)]
+    pub slow_accepted_only: Option<bool>,
+    /// See [`FaultSettings::burst_codes`].
+    #[serde(default)]
+    pub burst_codes: Option<Vec<i64>>,
+    /// See [`FaultSettings::burst_every_ms`].
+    #[serde(default)]
+    pub burst_every_ms: Option<u64>,
+    /// See [`FaultSettings::burst_ms`].
+    #[serde(default)]
+    pub burst_ms: Option<u64>,
     /// Error for the next sends, whoever they are to.
     #[serde(default)]
     pub force_next: Option<ForcedError>,
@@ -150,6 +204,12 @@ impl FaultState {
         s.http_500_after_accept = update.http_500_after_accept.unwrap_or(s.http_500_after_accept);
         s.slow_probability = update.slow_probability.unwrap_or(s.slow_probability);
         s.slow_ms = update.slow_ms.unwrap_or(s.slow_ms);
+        s.slow_accepted_only = update.slow_accepted_only.unwrap_or(s.slow_accepted_only);
+        if let Some(codes) = update.burst_codes {
+            s.burst_codes = codes;
+        }
+        s.burst_every_ms = update.burst_every_ms.unwrap_or(s.burst_every_ms);
+        s.burst_ms = update.burst_ms.unwrap_or(s.burst_ms);
         if let Some(next) = update.force_next {
             self.next = Some(next);
         }
@@ -231,6 +291,25 @@ mod tests {
             assert!(state.apply(update).is_err());
         }
         assert_eq!(state, FaultState::default());
+    }
+
+    #[test]
+    fn bursts_last_burst_ms_and_take_their_codes_in_turn() {
+        let ms = std::time::Duration::from_millis;
+        let mut settings = FaultSettings {
+            burst_codes: vec![130429, 131056],
+            burst_every_ms: 1000,
+            burst_ms: 200,
+            ..FaultSettings::default()
+        };
+        assert_eq!(settings.burst_at(ms(100)), None, "nothing during the first period");
+        assert_eq!(settings.burst_at(ms(1000)), Some(130429));
+        assert_eq!(settings.burst_at(ms(1199)), Some(130429));
+        assert_eq!(settings.burst_at(ms(1200)), None, "a burst lasts burst_ms");
+        assert_eq!(settings.burst_at(ms(2100)), Some(131056));
+        assert_eq!(settings.burst_at(ms(3000)), Some(130429));
+        settings.burst_every_ms = 0;
+        assert_eq!(settings.burst_at(ms(3000)), None, "0 turns bursts off");
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub(crate) fn router(engine: Arc<Engine>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/_sandbox/stats", get(stats))
         .route("/_sandbox/messages", get(messages))
+        .route("/_sandbox/callbacks", get(callbacks))
         .route("/_sandbox/reset", post(reset))
         .route("/_sandbox/faults", get(faults).post(update_faults))
         .route("/_sandbox/replies", post(reply))
@@ -107,6 +108,10 @@ async fn messages(State(engine): App, Query(query): Query<MessagesQuery>) -> Res
         list.drain(..skip);
     }
     axum::Json(list).into_response()
+}
+
+async fn callbacks(State(engine): App) -> Response {
+    axum::Json(engine.callbacks()).into_response()
 }
 
 async fn reset(State(engine): App) -> Response {

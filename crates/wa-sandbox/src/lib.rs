@@ -42,7 +42,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use engine::{Injected, MessageButton, SandboxMessage, Stats, Violations, WebhookStats};
+pub use engine::{Injected, MessageButton, NumberStats, SandboxMessage, Stats, Violations, WebhookStats};
 pub use faults::{FaultSettings, FaultState, FaultUpdate, ForcedError, RecipientFault};
 pub use registry::{PhoneNumberSpec, Registry, RegistryFile, TemplateSpec, TemplateStatus};
 pub use replies::{AutoReplyPolicy, ReplyError, ReplyReceipt, ReplyRequest};
@@ -176,6 +176,11 @@ impl SandboxHandle {
     /// Counters.
     pub fn stats(&self) -> Stats {
         self.engine.stats()
+    }
+
+    /// Acceptances per `biz_opaque_callback_data` (`GET /_sandbox/callbacks`).
+    pub fn callbacks(&self) -> std::collections::BTreeMap<String, u32> {
+        self.engine.callbacks()
     }
 
     /// Accepted messages, oldest first.

@@ -62,6 +62,10 @@ pub struct SettingsError {
 /// | `SANDBOX_FAULT_500_AFTER_ACCEPT` | `0.0` | share of sends accepted (webhooks flow) yet answered 500: an unknown outcome |
 /// | `SANDBOX_FAULT_SLOW_PROBABILITY` | `0.0` | share of answers delayed by `SANDBOX_FAULT_SLOW_MS` (after the decision, so a client timeout hides an acceptance) |
 /// | `SANDBOX_FAULT_SLOW_MS` | `15000` | that delay |
+/// | `SANDBOX_FAULT_SLOW_ACCEPTED_ONLY` | `false` | delay only answers to sends that were accepted |
+/// | `SANDBOX_FAULT_BURST_CODES` | unset (no bursts) | comma-separated Meta codes of periodic bursts, used in turn, e.g. `130429,131056` |
+/// | `SANDBOX_FAULT_BURST_EVERY_MS` | `0` (off) | a burst starts every this many milliseconds |
+/// | `SANDBOX_FAULT_BURST_MS` | `500` | how long each burst refuses every send |
 /// | `SANDBOX_MAX_STORED_MESSAGES` | `100000` | accepted messages kept for `/_sandbox/messages` and replies (oldest dropped) |
 #[derive(Debug, Clone)]
 pub struct SandboxSettings {
@@ -288,6 +292,16 @@ impl SandboxSettings {
         env.probability("SANDBOX_FAULT_500_AFTER_ACCEPT", &mut f.http_500_after_accept)?;
         env.probability("SANDBOX_FAULT_SLOW_PROBABILITY", &mut f.slow_probability)?;
         env.parse("SANDBOX_FAULT_SLOW_MS", &mut f.slow_ms)?;
+        env.parse("SANDBOX_FAULT_SLOW_ACCEPTED_ONLY", &mut f.slow_accepted_only)?;
+        if let Some(v) = env.get("SANDBOX_FAULT_BURST_CODES") {
+            f.burst_codes = v
+                .split(',')
+                .map(|c| c.trim().parse::<i64>())
+                .collect::<Result<_, _>>()
+                .map_err(|e| env.error("SANDBOX_FAULT_BURST_CODES", &v, e))?;
+        }
+        env.parse("SANDBOX_FAULT_BURST_EVERY_MS", &mut f.burst_every_ms)?;
+        env.parse("SANDBOX_FAULT_BURST_MS", &mut f.burst_ms)?;
         env.parse("SANDBOX_MAX_STORED_MESSAGES", &mut s.max_stored_messages)?;
         s.validate()?;
         Ok(s)
@@ -409,6 +423,8 @@ mod tests {
             ("SANDBOX_AUTO_REPLY", "confirm:0.5,stop:0.1"),
             ("SANDBOX_TEMPLATES", "/tmp/none.toml"),
             ("SANDBOX_FAULT_500_AFTER_ACCEPT", "0.25"),
+            ("SANDBOX_FAULT_BURST_CODES", "130429, 131056"),
+            ("SANDBOX_FAULT_BURST_EVERY_MS", "5000"),
             ("SANDBOX_SEED", "7"),
         ])
         .unwrap();
@@ -421,6 +437,9 @@ mod tests {
         assert_eq!(s.auto_reply.rules().len(), 2);
         assert!(s.templates.is_empty(), "a file replaces the built-ins");
         assert_eq!(s.faults.http_500_after_accept, 0.25);
+        assert_eq!(s.faults.burst_codes, vec![130429, 131056]);
+        assert_eq!(s.faults.burst_every_ms, 5000);
+        assert_eq!(s.faults.burst_ms, 500);
         assert_eq!(s.seed, 7);
     }
 
@@ -434,6 +453,7 @@ mod tests {
             ("SANDBOX_PHONE_NUMBERS", "abc"),
             ("SANDBOX_WEBHOOK_BATCH_MAX", "0"),
             ("SANDBOX_WEBHOOK_URL", "ftp://x"),
+            ("SANDBOX_FAULT_BURST_CODES", "130429,slow"),
         ] {
             let err = from(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{err}");

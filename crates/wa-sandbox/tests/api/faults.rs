@@ -125,3 +125,78 @@ async fn fault_updates_are_validated_and_can_be_cleared() {
     app.admin_post("/_sandbox/faults", &json!({ "clear": true })).await;
     app.send_template(&patient(1), "x").await;
 }
+
+#[tokio::test]
+async fn periodic_bursts_refuse_every_send_for_a_moment_with_each_code_in_turn() {
+    let app = spawn_app().await;
+    let (status, state) = app
+        .admin_post(
+            "/_sandbox/faults",
+            &json!({ "burst_codes": [130429, 131056], "burst_every_ms": 400, "burst_ms": 150 }),
+        )
+        .await;
+    assert_eq!(status, 200, "{state}");
+    // Send steadily for a little over three periods; `None` is an accepted send.
+    let client = app.client(Duration::from_secs(5));
+    let mut answers: Vec<Option<i64>> = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_millis(1400);
+    let mut n = 0;
+    while tokio::time::Instant::now() < until {
+        n += 1;
+        match client.send(NUMBER_ID, &request(&patient(n), "x")).await {
+            Ok(_) => answers.push(None),
+            Err(SendError::Api { code, .. }) => answers.push(Some(code)),
+            Err(other) => panic!("{other:?}"),
+        }
+        // Well under the number's 80 messages per second: no real 130429.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Runs of refusals, each with one code, separated by acceptances.
+    let mut bursts: Vec<(i64, usize)> = Vec::new();
+    let mut previous = None;
+    for answer in &answers {
+        match (answer, previous) {
+            (Some(code), Some(_)) => {
+                let last = bursts.last_mut().unwrap();
+                assert_eq!(last.0, *code, "a burst uses one code: {answers:?}");
+                last.1 += 1;
+            }
+            (Some(code), None) => bursts.push((*code, 1)),
+            (None, _) => {}
+        }
+        previous = *answer;
+    }
+    assert!(bursts.len() >= 2, "at least two bursts in three periods: {answers:?}");
+    for pair in bursts.windows(2) {
+        assert_ne!(pair[0].0, pair[1].0, "codes are taken in turn: {bursts:?}");
+    }
+    assert!(answers.iter().filter(|a| a.is_none()).count() > answers.len() / 3, "mostly accepted between bursts");
+    let refused: usize = bursts.iter().map(|b| b.1).sum();
+    let stats = app.handle.stats();
+    assert_eq!(stats.injected.burst, refused as u64);
+    assert_eq!(stats.violations.total, 0, "an injected refusal is not a limit violation");
+}
+
+#[tokio::test]
+async fn slow_answers_can_be_kept_for_accepted_sends_and_callbacks_are_counted() {
+    let app = spawn_app().await;
+    app.admin_post(
+        "/_sandbox/faults",
+        &json!({ "slow_probability": 1.0, "slow_ms": 3000, "slow_accepted_only": true, "http_500_before_accept": 1.0 }),
+    )
+    .await;
+    let client = app.client(Duration::from_millis(500));
+    let err = client.send(NUMBER_ID, &request(&patient(1), "job-1")).await.unwrap_err();
+    assert!(matches!(err, SendError::OutcomeUnknown { http_status: Some(500), .. }), "not slowed: {err:?}");
+    app.admin_post("/_sandbox/faults", &json!({ "http_500_before_accept": 0.0 })).await;
+    let err = client.send(NUMBER_ID, &request(&patient(1), "job-1")).await.unwrap_err();
+    assert!(matches!(err, SendError::OutcomeUnknown { reason: UnknownOutcome::Timeout, .. }), "{err:?}");
+    app.admin_post("/_sandbox/faults", &json!({ "clear": true })).await;
+    client.send(NUMBER_ID, &request(&patient(2), "job-2")).await.unwrap();
+    let (status, counts) = app.admin_get("/_sandbox/callbacks").await;
+    assert_eq!(status, 200);
+    assert_eq!(counts, json!({ "job-1": 1, "job-2": 1 }), "the refused send is not counted");
+    let stats = app.handle.stats();
+    assert_eq!(stats.injected.slow, 1);
+    assert_eq!(stats.by_number[NUMBER_ID].accepted, 2);
+}
