@@ -357,7 +357,7 @@ async fn all(env: &Env, a: &AllArgs) -> anyhow::Result<()> {
         eprintln!("{} replicas sharing 2 numbers at {} mps: {} jobs", a.replicas, a.shared_mps, a.shared_jobs);
         let numbers = vec![Number::nth(0, a.shared_mps), Number::nth(1, a.shared_mps)];
         let mut sc = scenario("shared", numbers, true, a.replicas, a.shared_jobs);
-        sc.deadline = Duration::from_secs(60 + 3 * a.shared_jobs as u64 / (2 * u64::from(a.shared_mps)));
+        sc.deadline = Duration::from_secs(60 + 6 * a.shared_jobs as u64 / (2 * u64::from(a.shared_mps)));
         let o = senders::run(env, &sc).await?;
         rows.extend(ceiling_rows(
             &format!("{} replicas sharing 2 numbers at {} mps", a.replicas, a.shared_mps),
