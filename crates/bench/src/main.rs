@@ -140,10 +140,10 @@ struct FaultArgs {
     #[arg(long, default_value_t = 0.05)]
     slow: f64,
     /// A burst of forced 130429, then of 131056, … every this many milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 5_000)]
     burst_every_ms: u64,
     /// How long each burst refuses every send.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 250)]
     burst_ms: u64,
     /// Stop waiting for settlement after this many seconds.
     #[arg(long, default_value_t = 1800)]
