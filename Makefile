@@ -11,10 +11,10 @@ TEST_ARGS ?=
 IMAGE ?= careline:dev
 DEMO_PACKAGES := -p ingest -p scheduler -p sender -p webhook-consumer -p wa-sandbox -p careline-demo
 BENCH_PACKAGES := -p sender -p wa-sandbox -p webhook-consumer -p ingest -p careline-bench
-# Extra arguments, e.g. `make bench BENCH_ARGS='--only 80,1000'` or
-# `make fault-run FAULT_ARGS='--jobs 2000'` (`target/release/careline-bench help` lists them).
+# Arguments, e.g. `make bench BENCH_ARGS='--only 80,1000'` or
+# `make fault-run FAULT_ARGS='--jobs 2000 --replicas 3'` (`careline-bench help` lists them).
 BENCH_ARGS ?=
-FAULT_ARGS ?=
+FAULT_ARGS ?= --jobs 100000 --replicas 3
 
 .DEFAULT_GOAL := help
 .PHONY: help up migrate build test lint fmt demo bench fault-run deny docker validate-deploy clean-test-dbs
@@ -63,7 +63,7 @@ bench: up ## Benchmark table: raw RabbitMQ vs sender throughput, ceilings, viola
 
 fault-run: up ## 100k jobs through 3 senders while wa-sandbox injects faults; counts every job's fate
 	$(CARGO) build --release --locked $(BENCH_PACKAGES)
-	target/release/careline-bench fault-run --jobs 100000 --replicas 3 $(FAULT_ARGS)
+	target/release/careline-bench fault-run $(FAULT_ARGS)
 
 # `cargo deny --offline` reads `cargo metadata`, which needs every locked crate (all platforms)
 # downloaded: `cargo fetch` does that from crates.io first.

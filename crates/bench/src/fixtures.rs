@@ -152,9 +152,13 @@ impl Db {
         admin.close().await;
         let url = with_database(&env.database_url, &name)?;
         let migrate_env = vec![("DATABASE_URL".to_owned(), url.clone()), ("RUST_LOG".to_owned(), "warn".to_owned())];
-        Proc::run_to_end(&env.bin_dir, "sender", &["migrate"], &migrate_env, dir).await?;
-        let pool = PgPoolOptions::new().max_connections(4).connect(&url).await?;
-        Ok(Self { name, url, admin_url: env.database_url.clone(), pool })
+        let pool = PgPoolOptions::new().max_connections(4).connect_lazy(&url)?;
+        let db = Self { name, url, admin_url: env.database_url.clone(), pool };
+        if let Err(e) = Proc::run_to_end(&env.bin_dir, "sender", &["migrate"], &migrate_env, dir).await {
+            db.drop_unless(false).await;
+            return Err(e);
+        }
+        Ok(db)
     }
 
     /// Drops the database (unless `keep`).

@@ -140,10 +140,10 @@ struct FaultArgs {
     #[arg(long, default_value_t = 0.05)]
     slow: f64,
     /// A burst of forced 130429, then of 131056, … every this many milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 5_000)]
     burst_every_ms: u64,
     /// How long each burst refuses every send.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 250)]
     burst_ms: u64,
     /// Stop waiting for settlement after this many seconds.
     #[arg(long, default_value_t = 1800)]
@@ -357,7 +357,7 @@ async fn all(env: &Env, a: &AllArgs) -> anyhow::Result<()> {
         eprintln!("{} replicas sharing 2 numbers at {} mps: {} jobs", a.replicas, a.shared_mps, a.shared_jobs);
         let numbers = vec![Number::nth(0, a.shared_mps), Number::nth(1, a.shared_mps)];
         let mut sc = scenario("shared", numbers, true, a.replicas, a.shared_jobs);
-        sc.deadline = Duration::from_secs(60 + 3 * a.shared_jobs as u64 / (2 * u64::from(a.shared_mps)));
+        sc.deadline = Duration::from_secs(60 + 6 * a.shared_jobs as u64 / (2 * u64::from(a.shared_mps)));
         let o = senders::run(env, &sc).await?;
         rows.extend(ceiling_rows(
             &format!("{} replicas sharing 2 numbers at {} mps", a.replicas, a.shared_mps),

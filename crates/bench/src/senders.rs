@@ -327,3 +327,49 @@ async fn drive(
         elapsed,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use careline_domain::facility::NetworkConfig;
+
+    #[test]
+    fn the_steady_rate_leaves_out_the_ramps() {
+        let t0 = Utc::now();
+        // A slow start, then 100 per second, then a slow tail.
+        let mut times: Vec<DateTime<Utc>> = (0..10).map(|i| t0 + chrono::Duration::milliseconds(i * 500)).collect();
+        let steady_start = t0 + chrono::Duration::seconds(5);
+        times.extend((0..81).map(|i| steady_start + chrono::Duration::milliseconds(i * 10)));
+        let end = *times.last().unwrap();
+        times.extend((1..=10).map(|i| end + chrono::Duration::milliseconds(i * 500)));
+        let rate = steady_rate(&mut times).unwrap();
+        assert!((rate - 100.0).abs() < 1.0, "{rate}");
+        assert_eq!(steady_rate(&mut times[..5].to_vec()), None, "too few to say");
+    }
+
+    #[test]
+    fn percentiles_pick_ranks() {
+        let sorted: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&sorted, 50.0), 51.0);
+        assert_eq!(percentile(&sorted, 99.0), 99.0);
+        assert!(percentile(&[], 50.0).is_nan());
+    }
+
+    #[test]
+    fn replicas_share_a_connection_budget_only_when_the_defaults_exceed_it() {
+        assert!(connection_budget(1, 48).is_empty());
+        let three = connection_budget(3, 48);
+        assert_eq!(three[0], ("SENDER_DB_MAX_CONNECTIONS".to_owned(), "16".to_owned()));
+        assert_eq!(three[1], ("SENDER_CONCURRENCY".to_owned(), "8".to_owned()));
+    }
+
+    #[test]
+    fn the_network_file_is_one_the_sender_accepts() {
+        let numbers = [Number::nth(0, 80), Number::nth(1, 1_000_000)];
+        let network = NetworkConfig::from_toml(&crate::fixtures::network_toml(&numbers)).unwrap();
+        assert_eq!(network.facilities.len(), 2);
+        assert_eq!(network.facilities[1].throughput_mps, 1_000_000);
+        assert_eq!(network.facilities[0].phone_number_id, numbers[0].id);
+        assert_eq!(network.facility(&numbers[1].facility()).unwrap().phone_number_id, numbers[1].id);
+    }
+}
