@@ -118,20 +118,17 @@ impl Fleet {
     }
 }
 
-/// The sender's defaults (`SENDER_CONCURRENCY` 32, a pool of concurrency + 8) times the
-/// replicas would take more PostgreSQL connections than a shared server has (100 by default).
-/// Past `budget` connections in all, each replica gets `budget / replicas` connections and a
-/// concurrency 8 below that. `--sender-env` still overrides both.
+/// The sender's default pool (`SENDER_DB_MAX_CONNECTIONS` 16; its bookkeeping is batched, so
+/// the pool does not grow with its concurrency) times the replicas may take more PostgreSQL
+/// connections than a shared server has (100 by default). Past `budget` connections in all,
+/// each replica gets `budget / replicas` (at least 4). `--sender-env` still overrides it.
 pub fn connection_budget(replicas: usize, budget: usize) -> Vec<(String, String)> {
-    const DEFAULT_POOL: usize = 32 + 8;
+    const DEFAULT_POOL: usize = 16;
     if replicas * DEFAULT_POOL <= budget {
         return Vec::new();
     }
-    let pool = (budget / replicas.max(1)).max(10);
-    vec![
-        ("SENDER_DB_MAX_CONNECTIONS".to_owned(), pool.to_string()),
-        ("SENDER_CONCURRENCY".to_owned(), (pool - 8).to_string()),
-    ]
+    let pool = (budget / replicas.max(1)).max(4);
+    vec![("SENDER_DB_MAX_CONNECTIONS".to_owned(), pool.to_string())]
 }
 
 /// Starts wa-sandbox with `extra` variables (limits, faults, webhooks).
@@ -358,9 +355,9 @@ mod tests {
     #[test]
     fn replicas_share_a_connection_budget_only_when_the_defaults_exceed_it() {
         assert!(connection_budget(1, 48).is_empty());
-        let three = connection_budget(3, 48);
-        assert_eq!(three[0], ("SENDER_DB_MAX_CONNECTIONS".to_owned(), "16".to_owned()));
-        assert_eq!(three[1], ("SENDER_CONCURRENCY".to_owned(), "8".to_owned()));
+        assert!(connection_budget(3, 48).is_empty(), "three default pools of 16 fit in 48");
+        let four = connection_budget(4, 48);
+        assert_eq!(four, [("SENDER_DB_MAX_CONNECTIONS".to_owned(), "12".to_owned())]);
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub const LOOKAHEAD: Duration = Duration::from_millis(40);
 /// A lease covers at most this much of a number's time, so replicas share a saturated number
 /// in turns of 100 ms and one replica's urgent jobs wait at most that long for another's bulk.
 pub const LEASE_SPAN: Duration = Duration::from_millis(100);
+/// Slots are leased again once the last leased slot is less than this ahead, so the next
+/// lease starts where the previous one ends.
+const LEASE_AHEAD: Duration = Duration::from_millis(150);
+/// A lease's first slot is at least this far ahead of the moment it is taken: the hand-out
+/// lookahead plus the lease's own round trip.
+const LEASE_LEAD: Duration = Duration::from_millis(60);
 /// The most slots one lease takes.
 const MAX_LEASE: u32 = 256;
 /// A slot handed out later than this after its time is dropped rather than used late (a late
@@ -233,6 +239,27 @@ impl Pacer {
                 metrics::counter!("careline_sender_number_slots_unused_total", "phone_number_id" => self.number.clone())
                     .increment(1);
             }
+            // Lease the next slots before these run out, so leases follow each other without a
+            // gap (a lease's first slot is at least its lead away from the moment it is taken).
+            let leased_until = self.slots.back().map(|s| s.at);
+            let running_low = leased_until.is_none_or(|last| last < Instant::now() + LEASE_AHEAD);
+            let unserved = self.waiting().saturating_sub(self.slots.len());
+            if running_low && unserved > 0 {
+                let n = u32::try_from(unserved).unwrap_or(u32::MAX).clamp(1, lease_cap);
+                match self.lease(n).await {
+                    Ok(leased) => self.slots.extend(leased),
+                    Err(e) => {
+                        tracing::warn!(error = %e, number = %self.number, "cannot lease send slots; retrying");
+                        if self.slots.is_empty() {
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return,
+                                _ = tokio::time::sleep(LEASE_RETRY) => {}
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
             let Some(slot) = self.slots.front().copied() else {
                 let n = u32::try_from(self.waiting()).unwrap_or(u32::MAX).clamp(1, lease_cap);
                 match self.lease(n).await {
@@ -275,7 +302,7 @@ impl Pacer {
     /// Leases `n` slots from PostgreSQL and maps them to this process's clock.
     async fn lease(&mut self, n: u32) -> sqlx::Result<Vec<Slot>> {
         let asked = Instant::now();
-        let lease = careline_store::sends::lease_slots(&self.pool, &self.number, n, self.period, LOOKAHEAD * 2).await?;
+        let lease = careline_store::sends::lease_slots(&self.pool, &self.number, n, self.period, LEASE_LEAD).await?;
         self.clock.sample(lease.db_now, asked, Instant::now());
         Ok((0..n)
             .map(|i| {
