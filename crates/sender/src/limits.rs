@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 /// 81 requests at an 80 mps ceiling are more than 15 ms wider than a second, and two messages to
 /// one recipient 90 ms further apart than a 6 s pair interval. Raise it where the time between a
 /// slot and the request's arrival varies more (a loaded node, a far-away egress proxy).
-pub const HEADROOM: f64 = 0.015;
+pub const HEADROOM: f64 = careline_store::sends::DEFAULT_HEADROOM;
 /// A slot is handed to its job this long before it falls due, so the job's claim can commit in
 /// time for the call to leave on the slot.
 pub const LOOKAHEAD: Duration = Duration::from_millis(40);
@@ -95,10 +95,7 @@ pub struct NumberPacers {
     pacers: HashMap<String, mpsc::UnboundedSender<SlotRequest>>,
 }
 
-/// The slot period of a number whose ceiling is `mps`, `headroom` (a fraction) inside it.
-pub fn slot_period(mps: u32, headroom: f64) -> Duration {
-    Duration::from_secs(1).div_f64(f64::from(mps.max(1)) * (1.0 - headroom)).max(Duration::from_nanos(1000))
-}
+pub use careline_store::sends::slot_period;
 
 impl NumberPacers {
     /// One pacer task per business number (the lowest ceiling wins when facilities share a

@@ -847,6 +847,44 @@ pub async fn forget_old_limits(db: impl PgExecutor<'_> + Copy, pair_interval: Du
     Ok(paced + windowed)
 }
 
+/// How far inside Meta's limits Careline stays by default (1.5 %): see the sender's `limits`.
+pub const DEFAULT_HEADROOM: f64 = 0.015;
+
+/// The slot period of a number whose ceiling is `mps`, `headroom` (a fraction) inside it.
+pub fn slot_period(mps: u32, headroom: f64) -> Duration {
+    Duration::from_secs(1).div_f64(f64::from(mps.max(1)) * (1.0 - headroom)).max(Duration::from_nanos(1000))
+}
+
+/// Takes the recipient's turn at `slot_at` if the previous message to it (from any sender) is
+/// at least `pair_interval` earlier: the same check as [`claim`], for messages that are not
+/// jobs (the webhook-consumer's STOP / START / HELP answers). Returns whether it was free.
+pub async fn take_recipient_turn(
+    db: impl PgExecutor<'_>,
+    recipient_key: &str,
+    slot_at: DateTime<Utc>,
+    pair_interval: Duration,
+) -> sqlx::Result<bool> {
+    let taken: Option<String> = sqlx::query_scalar(
+        "INSERT INTO recipient_pacing AS rp (recipient_key, last_at) VALUES ($1, $2)
+         ON CONFLICT (recipient_key) DO UPDATE SET last_at = EXCLUDED.last_at
+         WHERE rp.last_at <= EXCLUDED.last_at - $3 * interval '1 microsecond'
+         RETURNING recipient_key",
+    )
+    .bind(recipient_key)
+    .bind(slot_at)
+    .bind(micros(pair_interval))
+    .fetch_optional(db)
+    .await?;
+    Ok(taken.is_some())
+}
+
+/// The key of a recipient in the limit tables: the hex SHA-256 of its E.164 number, as
+/// `patients.recipient_key` computes it.
+pub fn recipient_key(phone_e164: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(phone_e164.as_bytes()))
+}
+
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }

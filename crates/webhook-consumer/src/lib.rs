@@ -130,7 +130,11 @@ impl Application {
         match &settings.whatsapp {
             Some(client_settings) => {
                 let client = WhatsAppClient::new(client_settings.clone()).context("building the WhatsApp client")?;
-                let replier = ServiceReplier::new(pool.clone(), client, settings.network.clone());
+                // Answers follow Meta's pair interval like the sender's messages, so they read
+                // the same variable.
+                let pair_interval: u64 = careline_telemetry::env_or("SENDER_PAIR_INTERVAL_MS", 6000)?;
+                let replier = ServiceReplier::new(pool.clone(), client, settings.network.clone())
+                    .with_pair_interval(Duration::from_millis(pair_interval.max(1)));
                 let (poll, stop) = (settings.poll_interval, shutdown.clone());
                 tasks.spawn(async move {
                     replier.run(poll, stop).await;

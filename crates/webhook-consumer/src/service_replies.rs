@@ -15,6 +15,7 @@ use careline_domain::facility::NetworkConfig;
 use careline_domain::phone::Phone;
 use careline_domain::service_reply::{self, ServiceReplyKind};
 use careline_store::PgPool;
+use careline_store::sends;
 use careline_store::service_replies::{self as store, ServiceReply};
 use careline_whatsapp::client::WhatsAppClient;
 use careline_whatsapp::types::SendRequest;
@@ -50,17 +51,54 @@ impl ReplyOutcome {
     }
 }
 
+/// Meta's pair interval, when not told otherwise.
+const DEFAULT_PAIR_INTERVAL: Duration = Duration::from_secs(6);
+/// A number's ceiling when the network file does not name it (Meta's default).
+const DEFAULT_MPS: u32 = 80;
+/// An answer's slot is at least this far ahead of its lease.
+const SLOT_LEAD: Duration = Duration::from_millis(10);
+
 /// Sends queued answers.
 #[derive(Clone)]
 pub struct ServiceReplier {
     pool: PgPool,
     client: Arc<WhatsAppClient>,
     network: Option<Arc<NetworkConfig>>,
+    pair_interval: Duration,
 }
 
 impl ServiceReplier {
     pub fn new(pool: PgPool, client: WhatsAppClient, network: Option<Arc<NetworkConfig>>) -> Self {
-        Self { pool, client: Arc::new(client), network }
+        Self { pool, client: Arc::new(client), network, pair_interval: DEFAULT_PAIR_INTERVAL }
+    }
+
+    /// The recipient pair interval answers respect (Meta's, like `SENDER_PAIR_INTERVAL_MS`).
+    pub fn with_pair_interval(mut self, pair_interval: Duration) -> Self {
+        self.pair_interval = pair_interval;
+        self
+    }
+
+    /// Waits for a send slot of the business number (the budget the sender's replicas share)
+    /// and takes the recipient's turn. `false`: the recipient had a message less than the pair
+    /// interval ago; try again later.
+    async fn wait_for_limits(&self, phone_number_id: &str, to_e164: &str) -> sqlx::Result<bool> {
+        let mps = self
+            .network
+            .as_ref()
+            .and_then(|n| {
+                n.facilities.iter().filter(|f| f.phone_number_id == phone_number_id).map(|f| f.throughput_mps).min()
+            })
+            .unwrap_or(DEFAULT_MPS);
+        let period = sends::slot_period(mps, sends::DEFAULT_HEADROOM);
+        let lease = sends::lease_slots(&self.pool, phone_number_id, 1, period, SLOT_LEAD).await?;
+        let interval = self.pair_interval.mul_f64(1.0 + sends::DEFAULT_HEADROOM);
+        if !sends::take_recipient_turn(&self.pool, &sends::recipient_key(to_e164), lease.first, interval).await? {
+            return Ok(false);
+        }
+        if let Ok(wait) = (lease.first - lease.db_now).to_std() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(true)
     }
 
     /// Runs until `shutdown`: a round every `poll` (the webhook poll interval).
@@ -123,6 +161,14 @@ impl ServiceReplier {
             tx.commit().await?;
             tracing::info!(reply_id = %reply.reply_id, kind = %reply.kind, "customer-service window closed; answer not sent");
             return Ok(Some(ReplyOutcome::WindowClosed));
+        }
+        // Answers share the number's throughput and the recipient's pair interval with the
+        // sender's messages: Meta counts them all.
+        if !self.wait_for_limits(&reply.phone_number_id, &to).await? {
+            let retry_in = chrono::Duration::from_std(self.pair_interval).unwrap_or_default();
+            store::set_state(&mut *tx, reply.reply_id, "pending", None, None, Some(retry_in)).await?;
+            tx.commit().await?;
+            return Ok(Some(ReplyOutcome::Retry));
         }
         store::set_state(&mut *tx, reply.reply_id, "sending", None, None, None).await?;
         tx.commit().await?;
