@@ -3,7 +3,7 @@
 //!
 //! Every claim records the recipient in `portfolio_recipients` (PostgreSQL, shared by every
 //! replica). Each replica re-reads the count of the last 24 h every few seconds and admits new
-//! recipients while the count plus what it admitted since is under the limit; a recipient
+//! recipients while the count plus its admissions not yet in that count is under the limit; a recipient
 //! already messaged in the window costs nothing. A job past the limit is deferred, never
 //! dropped. Replicas may together overshoot by what they admit between two reads (at most the
 //! refresh period × the send rate): alert well below the limit
@@ -17,7 +17,12 @@ use careline_domain::facility::NetworkConfig;
 struct Budget {
     limit: Option<u64>,
     counted: AtomicU64,
+    /// Admissions since the last read of PostgreSQL's count.
     admitted_since: AtomicU64,
+    /// Admissions of the period before it that had not reached that count yet (a job still
+    /// waiting for its slot). Dropped at the next read: an admission whose job never claimed
+    /// (deferred, suppressed) is forgotten after two periods instead of shrinking the budget.
+    admitted_before: AtomicU64,
 }
 
 /// The tier budget of every portfolio of the network.
@@ -35,6 +40,7 @@ impl TierBudget {
                 limit,
                 counted: AtomicU64::new(0),
                 admitted_since: AtomicU64::new(0),
+                admitted_before: AtomicU64::new(0),
             });
         }
         for (portfolio, budget) in &portfolios {
@@ -49,7 +55,7 @@ impl TierBudget {
     pub fn admit(&self, portfolio: &str) -> bool {
         let Some(budget) = self.portfolios.get(portfolio) else { return true };
         let Some(limit) = budget.limit else { return true };
-        let counted = budget.counted.load(Ordering::Relaxed);
+        let counted = budget.counted.load(Ordering::Relaxed) + budget.admitted_before.load(Ordering::Relaxed);
         let admitted = budget.admitted_since.fetch_add(1, Ordering::Relaxed);
         if counted + admitted < limit {
             return true;
@@ -62,8 +68,12 @@ impl TierBudget {
     pub fn refresh(&self, usage: &[(String, i64)]) {
         for (portfolio, budget) in &self.portfolios {
             let count = usage.iter().find(|(p, _)| p == portfolio).map_or(0, |(_, n)| u64::try_from(*n).unwrap_or(0));
-            budget.counted.store(count, Ordering::Relaxed);
-            budget.admitted_since.store(0, Ordering::Relaxed);
+            // Admissions whose claim has reached PostgreSQL are in the new count; those still
+            // waiting for a slot are not, and stay counted here.
+            let previous = budget.counted.swap(count, Ordering::Relaxed);
+            let arrived = count.saturating_sub(previous);
+            let recent = budget.admitted_since.swap(0, Ordering::Relaxed);
+            budget.admitted_before.store(recent.saturating_sub(arrived), Ordering::Relaxed);
             metrics::gauge!("careline_sender_tier_recipients", "portfolio" => portfolio.clone()).set(count as f64);
         }
     }
@@ -107,7 +117,13 @@ mod tests {
         assert!(tier.admit("small"));
         assert!(!tier.admit("small"));
         assert!(tier.admit("default"), "a portfolio without a limit is unlimited");
+        // One of the two admissions has reached PostgreSQL; the other still counts.
         tier.refresh(&[("small".into(), 1)]);
+        assert!(!tier.admit("small"));
+        // The next read: the recipient in PostgreSQL has left the window, and the admission
+        // that never reached PostgreSQL (its job was deferred) is forgotten after two reads.
+        tier.refresh(&[("small".into(), 0)]);
+        assert!(tier.admit("small"));
         assert!(tier.admit("small"));
         assert!(!tier.admit("small"));
     }

@@ -397,8 +397,7 @@ impl Worker {
         // still stop this message, so consent is read again (the slot is given up if not).
         if let Some(patient) = &ctx.patient {
             let consent = self.consents.call((ctx.patient_id.clone(), patient.phone_e164.clone())).await?;
-            if consent != Some(ConsentState::OptedIn) {
-                let reason = if consent.is_none() { "no_consent" } else { "opted_out" };
+            if let Some(reason) = consent_refusal(consent) {
                 return self.settle(job, facility_label, SendState::Suppressed, reason.into(), None, None).await;
             }
         }
@@ -467,10 +466,8 @@ impl Worker {
         let Some(patient) = &ctx.patient else {
             return Some("unknown_patient");
         };
-        match consent {
-            None => return Some("no_consent"),
-            Some(ConsentState::OptedOut) => return Some("opted_out"),
-            Some(ConsentState::OptedIn) => {}
+        if let Some(reason) = consent_refusal(consent) {
+            return Some(reason);
         }
         if patient.unreachable {
             return Some("not_on_whatsapp");
@@ -780,6 +777,15 @@ async fn claim_batch(
         remaining = later;
     }
     Ok(results)
+}
+
+/// Why the consent in force forbids sending, if it does.
+fn consent_refusal(consent: Option<ConsentState>) -> Option<&'static str> {
+    match consent {
+        None => Some("no_consent"),
+        Some(ConsentState::OptedOut) => Some("opted_out"),
+        Some(ConsentState::OptedIn) => None,
+    }
 }
 
 fn http_status(error: &SendError) -> Option<i32> {

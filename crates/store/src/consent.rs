@@ -95,19 +95,8 @@ pub async fn current_for(
     channel: ConsentChannel,
     purpose: ConsentPurpose,
 ) -> sqlx::Result<Option<ConsentState>> {
-    let state: Option<String> = sqlx::query_scalar(
-        "SELECT state FROM consent_log
-         WHERE channel = $3 AND purpose = $4 AND (patient_id = $1 OR phone_e164 = $2)
-         ORDER BY recorded_at DESC, entry_id DESC
-         LIMIT 1",
-    )
-    .bind(patient_id)
-    .bind(phone_e164)
-    .bind(channel.as_str())
-    .bind(purpose.as_str())
-    .fetch_optional(db)
-    .await?;
-    Ok(state.as_deref().and_then(ConsentState::parse))
+    let subjects = [(patient_id.to_owned(), phone_e164.to_owned())];
+    Ok(current_for_many(db, &subjects, channel, purpose).await?.pop().flatten())
 }
 
 /// [`current`] for many `(patient_id, phone_e164)` pairs in one query, in the same order.
@@ -115,11 +104,22 @@ pub async fn current_many(
     db: impl PgExecutor<'_>,
     subjects: &[(String, String)],
 ) -> sqlx::Result<Vec<Option<ConsentState>>> {
+    current_for_many(db, subjects, ConsentChannel::Whatsapp, ConsentPurpose::Care).await
+}
+
+/// [`current_for`] for many `(patient_id, phone_e164)` pairs in one query, in the same order:
+/// the latest entry for the patient or the phone number decides.
+pub async fn current_for_many(
+    db: impl PgExecutor<'_>,
+    subjects: &[(String, String)],
+    channel: ConsentChannel,
+    purpose: ConsentPurpose,
+) -> sqlx::Result<Vec<Option<ConsentState>>> {
     let patients: Vec<&str> = subjects.iter().map(|(p, _)| p.as_str()).collect();
     let phones: Vec<&str> = subjects.iter().map(|(_, phone)| phone.as_str()).collect();
     let states: Vec<Option<String>> = sqlx::query_scalar(
         "SELECT (SELECT c.state FROM consent_log c
-                 WHERE c.channel = 'whatsapp' AND c.purpose = 'care'
+                 WHERE c.channel = $3 AND c.purpose = $4
                    AND (c.patient_id = i.patient_id OR c.phone_e164 = i.phone_e164)
                  ORDER BY c.recorded_at DESC, c.entry_id DESC
                  LIMIT 1)
@@ -128,6 +128,8 @@ pub async fn current_many(
     )
     .bind(&patients)
     .bind(&phones)
+    .bind(channel.as_str())
+    .bind(purpose.as_str())
     .fetch_all(db)
     .await?;
     Ok(states.into_iter().map(|s| s.as_deref().and_then(ConsentState::parse)).collect())
